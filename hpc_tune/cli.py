@@ -1,0 +1,239 @@
+"""The ``hpctune`` command: parse, call the library, print. Nothing here that a test of the library needs.
+
+Every HpcTuneError becomes exactly one ``Error: <what> (<where>)`` line on stderr with the error's exit code;
+click's own usage errors are shortened to one line too, so scripts and humans see the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpc_tune import __version__
+from hpc_tune.config import DEFAULT_CONFIG, LoadedConfig, load_config
+from hpc_tune.errors import ConfigError, HpcTuneError, StudyNotFoundError
+from hpc_tune.storage import resolve_storage
+
+
+class _OneLineGroup(click.Group):
+    """Turns every expected failure into a single ``Error:`` line and an exit code (no traceback)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except HpcTuneError as exc:
+            click.echo(f"Error: {exc.line()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "hpctune"
+            click.echo(f"Error: {exc.format_message()} ({where} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+config_option = click.option(
+    "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
+    show_default=True, help="The study's YAML file.",
+)
+storage_option = click.option(
+    "--storage", default=None, metavar="URL",
+    help="Study storage URL (overrides HPCTUNE_STORAGE and the file). Prefer PGPASSFILE for passwords.",
+)
+
+
+def _load(config_path: Path, storage: str | None = None) -> LoadedConfig:
+    return load_config(config_path, overrides={"storage": storage})
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hpctune")
+def cli() -> None:
+    """Tune PyTorch models with Optuna on SLURM job arrays: one shared study, many workers."""
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
+              show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(output: Path, force: bool) -> None:
+    """Write a commented hpctune.yaml for the built-in digits task."""
+    if output.exists() and not force:
+        raise ConfigError("file exists; use --force to overwrite", output)
+    text = resources.files("hpc_tune").joinpath("templates/hpctune.yaml").read_text(encoding="utf-8")
+    from hpc_tune.metrics import atomic_write_text
+
+    atomic_write_text(output, text)
+    click.echo(f"wrote {output}; next: hpctune check -c {output}")
+
+
+@cli.command()
+@config_option
+def check(config_path: Path) -> None:
+    """Validate the config and warn about settings that waste trials."""
+    from hpc_tune.lint import lint
+
+    loaded = _load(config_path)
+    findings = lint(loaded.config)
+    for finding in findings:
+        click.echo(finding.line())
+    c = loaded.config
+    click.echo(
+        f"ok: study {c.study}, {len(c.space)} parameters, {c.trials} trials x {c.effective_epochs()} epochs, "
+        f"sampler {c.sampler.type}, pruner {c.pruner.type}, storage "
+        f"{resolve_storage(c.storage, loaded.study_dir).display if c.storage else 'embedded'}"
+        + (f" ({len(findings)} warning{'s' if len(findings) != 1 else ''})" if findings else "")
+    )
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+@cli.command()
+@config_option
+@storage_option
+@click.option("--worker-index", type=click.IntRange(min=0), default=None,
+              help="Decorrelates samplers of workers (default: the SLURM array task id, else 0).")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None, help="Stop this worker after N trials.")
+@click.option("-v", "--verbose", is_flag=True)
+def worker(config_path: Path, storage: str | None, worker_index: int | None, max_trials: int | None,
+           verbose: bool) -> int:
+    """Run one worker: take trials from the shared study until its budget is used (what an array task runs)."""
+    from hpc_tune.worker import run_worker
+
+    _setup_logging(verbose)
+    loaded = _load(config_path, storage)
+    if worker_index is None:
+        worker_index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0) + int(
+            os.environ.get("HPCTUNE_ARRAY_OFFSET", "0") or 0)
+    report = run_worker(loaded, storage, worker_index=worker_index, max_trials=max_trials)
+    states = ", ".join(f"{k} {v}" for k, v in sorted(report.by_state.items())) or "none"
+    click.echo(f"worker done: {report.trials_run} trial(s) ({states}); stopped by {report.stopped_by}")
+    return report.exit_code
+
+
+@cli.command()
+@config_option
+@storage_option
+@click.option("--local", "local", is_flag=True, required=True, help="Run the workers on this machine.")
+@click.option("-w", "--workers", type=click.IntRange(1, 256), default=2, show_default=True)
+def run(config_path: Path, storage: str | None, local: bool, workers: int) -> int:
+    """Run N worker processes here on one study, then collect it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hpc_tune.collect import collect, format_table
+    from hpc_tune.local import first_worker_error, run_local
+    from hpc_tune.worker import open_study
+
+    loaded = _load(config_path, storage)
+    c = loaded.config
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+        console=None, transient=False, redirect_stdout=False, redirect_stderr=False,
+    ) as progress:
+        bar = progress.add_task(c.study, total=c.trials, detail="")
+
+        def show(counts: dict[str, int]) -> None:
+            progress.update(bar, completed=counts["finished"], detail=(
+                f"running {counts['RUNNING']}  pruned {counts['PRUNED']}  failed {counts['FAIL']}"))
+
+        report = run_local(loaded, storage, workers, on_progress=show)
+    if report.failed_workers:
+        why = first_worker_error(report) or f"exit codes {report.failed_workers}"
+        raise HpcTuneError(f"worker failed: {why}", report.logs[0].parent)
+    study, _ = open_study(loaded, storage, with_heartbeat=False)
+    result = collect(study, loaded.study_dir, budget=c.trials)
+    click.echo(format_table(result.summary))
+    if report.recovered_trials:
+        click.echo(f"recovered trials of killed workers: {report.recovered_trials} (retried)")
+    click.echo(f"summary: {result.summary_path}")
+    click.echo(f"trials:  {result.csv_path}")
+    return 0
+
+
+@cli.command(name="collect")
+@click.argument("study", required=False)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The study's YAML file (default: hpctune.yaml when it names STUDY).")
+@storage_option
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True, help="Results root when no config is given.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the table.")
+def collect_cmd(study: str | None, config_path: Path | None, storage: str | None, results: Path,
+                as_json: bool) -> None:
+    """Aggregate STUDY into runs/<study>/summary.json and trials.csv, and print the top trials."""
+    from hpc_tune.collect import collect, format_table, load_study
+
+    loaded = _loaded_for(study, config_path, storage)
+    if loaded is not None:
+        name, study_dir = loaded.config.study, loaded.study_dir
+        url = storage or loaded.config.storage
+        budget = loaded.config.trials
+    else:
+        assert study is not None
+        from hpc_tune.config import STUDY_NAME_RE
+
+        if not STUDY_NAME_RE.match(study):
+            raise ConfigError(f"{study!r} is not a valid study name", "STUDY")
+        name, study_dir = study, (results / study).resolve()
+        url = storage or os.environ.get("HPCTUNE_STORAGE") or None
+        budget = None
+    spec = resolve_storage(url, study_dir)
+    opened = load_study(spec, name)
+    result = collect(opened, study_dir, budget=budget)
+    if as_json:
+        click.echo(json.dumps(result.summary, indent=2))
+        return
+    click.echo(format_table(result.summary))
+    click.echo(f"summary: {result.summary_path}")
+    click.echo(f"trials:  {result.csv_path}")
+
+
+def _loaded_for(study: str | None, config_path: Path | None, storage: str | None) -> LoadedConfig | None:
+    """The config to use for a STUDY argument: the one given, or hpctune.yaml here if it names STUDY."""
+    if config_path is not None:
+        loaded = _load(config_path, storage)
+        if study is not None and loaded.config.study != study:
+            raise ConfigError(f"the config describes study '{loaded.config.study}', not '{study}'", config_path)
+        return loaded
+    default = Path(DEFAULT_CONFIG)
+    if default.is_file():
+        try:
+            loaded = _load(default, storage)
+        except ConfigError:
+            loaded = None
+        if loaded is not None and (study is None or loaded.config.study == study):
+            return loaded
+    if study is None:
+        raise StudyNotFoundError("name a STUDY or pass -c CONFIG", "hpctune collect")
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="hpctune")
+

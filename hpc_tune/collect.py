@@ -1,0 +1,178 @@
+"""Aggregate a study: the Optuna study (truth for states and values) joined with the per-trial JSON files
+(truth for learning curves) into runs/<study>/summary.json and trials.csv.
+
+The study decides what happened; JSON files only add detail. A damaged JSON file is listed under
+``quarantined`` and its trial still appears with what the study knows, so one bad file never hides results.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpc_tune.budget import budget_state, retried_numbers
+from hpc_tune.errors import StudyNotFoundError
+from hpc_tune.metrics import SCHEMA_VERSION, LoadedTrials, atomic_write_json, atomic_write_text, now_iso, read_trials
+from hpc_tune.storage import StorageSpec, open_storage, retry_transient
+
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Collected:
+    summary: dict[str, Any]
+    summary_path: Path
+    csv_path: Path
+
+
+def load_study(spec: StorageSpec, study_name: str) -> optuna.Study:
+    if spec.journal_path is not None and not spec.journal_path.is_file():
+        raise StudyNotFoundError(f"no study '{study_name}' (no embedded store)", spec.journal_path)
+    storage = open_storage(spec)
+    names = [s.study_name for s in retry_transient(lambda: optuna.get_all_study_summaries(storage))]
+    if study_name not in names:
+        known = f"; studies there: {', '.join(sorted(names)[:5])}" if names else ""
+        raise StudyNotFoundError(f"no study '{study_name}'{known}", spec.display)
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def reason_of(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> str | None:
+    reason = trial.user_attrs.get("reason") or (record or {}).get("reason")
+    if reason:
+        return str(reason)
+    if trial.state == TrialState.PRUNED:
+        return "pruned"
+    if trial.state == TrialState.FAIL:
+        # Failed by another worker's heartbeat check: its own worker died before it could say why.
+        return "heartbeat_stale" if trial.number in retried else "unknown"
+    return None
+
+
+def _row(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> dict[str, Any]:
+    epochs = (record or {}).get("epochs") or []
+    return {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "reason": reason_of(trial, record, retried),
+        "retried": trial.number in retried,
+        "retry_of": trial.system_attrs.get("failed_trial"),
+        "params": dict(trial.params),
+        "epochs": len(epochs) if epochs else len(trial.intermediate_values),
+        "best_epoch": ((record or {}).get("best") or {}).get("epoch"),
+        "duration_s": (record or {}).get("duration_s")
+        or (trial.duration.total_seconds() if trial.duration is not None else None),
+        "host": trial.user_attrs.get("host"),
+        "array_task_id": trial.user_attrs.get("slurm.array_task_id"),
+        "baseline": bool(trial.user_attrs.get("baseline")),
+    }
+
+
+def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None = None) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    rows = [_row(t, loaded.records.get(t.number), retried) for t in trials]
+    counts = {s.name: 0 for s in TrialState}
+    for t in trials:
+        counts[t.state.name] += 1
+    total = budget or int(study.user_attrs.get("trials") or len(trials))
+    state = budget_state(trials, total)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None and math.isfinite(r["value"])]
+    complete.sort(key=lambda r: r["value"], reverse=maximize)
+    top = [
+        {"trial": r["trial"], "value": r["value"], "params": r["params"], "epochs": r["epochs"],
+         "best_epoch": r["best_epoch"]}
+        for r in complete[:TOP_K]
+    ]
+    baseline = next((r for r in rows if r["baseline"]), None)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": study.study_name,
+        "direction": "maximize" if maximize else "minimize",
+        "metric": study.user_attrs.get("metric"),
+        "generated_at": now_iso(),
+        "budget": {"trials": total, "finished": state.finished, "retried": len(retried)},
+        "counts": counts,
+        "best": top[0] if top else None,
+        "top_k": top,
+        "baseline": None if baseline is None else {
+            "trial": baseline["trial"], "state": baseline["state"], "value": baseline["value"],
+            "params": baseline["params"],
+        },
+        "reasons": _count_reasons(rows),
+        "quarantined": loaded.quarantined,
+        "trials": rows,
+    }
+
+
+def _count_reasons(rows: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        if r["reason"]:
+            out[r["reason"]] = out.get(r["reason"], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def trials_csv(summary: dict[str, Any]) -> str:
+    rows = summary["trials"]
+    param_names = sorted({p for r in rows for p in r["params"]})
+    fields = ["trial", "state", "value", "reason", "retried", "retry_of", "epochs", "best_epoch",
+              "duration_s", "host", "array_task_id", "baseline"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(fields + [f"param_{p}" for p in param_names])
+    for r in rows:
+        writer.writerow([_cell(r[f]) for f in fields] + [_cell(r["params"].get(p)) for p in param_names])
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def collect(study: optuna.Study, study_dir: Path, *, budget: int | None = None) -> Collected:
+    summary = summarize(study, read_trials(study_dir), budget=budget)
+    summary_path = study_dir / "summary.json"
+    csv_path = study_dir / "trials.csv"
+    atomic_write_text(csv_path, trials_csv(summary))
+    atomic_write_json(summary_path, summary)
+    return Collected(summary, summary_path, csv_path)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The short terminal view: counts, then the top trials with their parameters."""
+    c = summary["counts"]
+    b = summary["budget"]
+    lines = [
+        f"study {summary['study']}: {b['finished']}/{b['trials']} finished "
+        f"(COMPLETE {c['COMPLETE']}, PRUNED {c['PRUNED']}, FAIL {c['FAIL']}, RUNNING {c['RUNNING']}, "
+        f"WAITING {c['WAITING']}; {b['retried']} retried)"
+    ]
+    if summary["quarantined"]:
+        lines.append(f"quarantined {len(summary['quarantined'])} file(s): "
+                     + ", ".join(q["file"] for q in summary["quarantined"]))
+    if not summary["top_k"]:
+        lines.append("no completed trial yet")
+        return "\n".join(lines)
+    metric = summary.get("metric") or "value"
+    lines.append(f"top {len(summary['top_k'])} by {metric} ({summary['direction']}):")
+    header = f"  {'rank':>4}  {'trial':>5}  {metric:>10}  {'epochs':>6}  params"
+    lines.append(header)
+    for rank, t in enumerate(summary["top_k"], start=1):
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
+        lines.append(f"  {rank:>4}  {t['trial']:>5}  {_fmt(t['value']):>10}  {t['epochs']:>6}  {params}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,90 @@
+"""Typed errors of hpc_tune.
+
+Library code raises these; only the CLI turns them into one ``Error: <what> (<where>)`` line and an exit code,
+so tests and users of the Python API get exceptions they can catch precisely.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class HpcTuneError(Exception):
+    """Base of every error a user can cause or fix; never a bug in hpc_tune itself."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, where: str | os.PathLike[str] | None = None) -> None:
+        self.what = what
+        self.where = None if where is None else str(where)
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """The single line the CLI prints after ``Error: ``."""
+        return f"{self.what} ({self.where})" if self.where else self.what
+
+
+class ConfigError(HpcTuneError):
+    """The YAML file or a CLI override does not describe a valid study."""
+
+    exit_code = 2
+
+
+class SpaceError(ConfigError):
+    """The search space is inconsistent (bounds, conditionals, phases)."""
+
+
+class StorageError(HpcTuneError):
+    """The study storage is misconfigured or refused an operation."""
+
+    exit_code = 3
+
+
+class StorageUnavailableError(StorageError):
+    """The database cannot be reached now; a later retry may succeed (EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+
+class StudyNotFoundError(StorageError):
+    """No study of that name exists in the storage."""
+
+
+class TaskError(HpcTuneError):
+    """The task module or objective cannot be loaded or does not follow the protocol."""
+
+    exit_code = 4
+
+
+class SlurmError(HpcTuneError):
+    """SLURM is missing, refused a request, or the array spec is invalid."""
+
+    exit_code = 5
+
+
+class MetricsError(HpcTuneError):
+    """A results directory or metrics file cannot be read or written."""
+
+    exit_code = 6
+
+
+class TrialAbort(Exception):
+    """Control flow from the train engine: stop this trial with ``reason`` and go on with the next one.
+
+    Not an HpcTuneError: it never reaches the user as an error line, the worker records it on the trial.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class NonFiniteLoss(TrialAbort):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("nonfinite_loss", detail)
+
+
+class OutOfMemory(TrialAbort):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("oom", detail)

@@ -1,0 +1,56 @@
+"""Our own heartbeat thread for ask/tell workers.
+
+Optuna beats only inside ``study.optimize()``; with ask/tell a SIGKILLed worker's trial stays RUNNING forever
+(DESIGN §5). This thread calls ``storage.record_heartbeat`` and survives database blips: a heartbeat that
+dies on one network hiccup would let other workers fail a healthy trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+import optuna
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+log = logging.getLogger(__name__)
+
+
+class TrialHeartbeat:
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int, interval: float) -> None:
+        self._storage = storage
+        self._trial_id = trial_id
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+
+    @staticmethod
+    def enabled(storage: optuna.storages.BaseStorage) -> bool:
+        return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+
+    def _run(self) -> None:
+        assert isinstance(self._storage, BaseHeartbeat)
+        while not self._stop.is_set():
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # keep beating: the next beat may well get through
+                self.failures += 1
+                log.warning("heartbeat for trial id %s failed (%s); retrying", self._trial_id, type(exc).__name__)
+                self._stop.wait(min(1.0, self._interval))
+                continue
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> TrialHeartbeat:
+        if self.enabled(self._storage):
+            self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self._trial_id}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._interval + 5)

@@ -1,0 +1,443 @@
+"""One worker: what an array task (or a local process) runs. Loop: reserve → ask → train → report → tell.
+
+Every worker of a study opens the SAME study (a study per array task is the classic mistake: no sharing of
+what was learned). Guarantees, each covered by a test:
+- the study ends with exactly ``trials`` finished trials (budget.py);
+- no trial is left RUNNING by a worker that exits normally or on SIGTERM/SIGINT;
+- a killed worker's trial becomes FAIL (heartbeat on PostgreSQL, the ``run --local`` parent on the journal)
+  and is retried once with the same parameters;
+- on USR2 (walltime near) the running trial is checkpointed at the next epoch boundary and continued by the
+  next worker that asks (normally this task after SLURM requeues it), every epoch recorded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import warnings
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpc_tune.budget import budget_state, enqueue_retry
+from hpc_tune.config import LoadedConfig
+from hpc_tune.errors import HpcTuneError, TrialAbort
+from hpc_tune.heartbeat import TrialHeartbeat
+from hpc_tune.metrics import TrialRecord, now_iso, read_trial_json, trial_path, write_trial
+from hpc_tune.slurm import SlurmEnv, requeue_own_task
+from hpc_tune.space import suggest
+from hpc_tune.storage import StorageSpec, open_storage, resolve_storage, retry_transient, study_lock
+from hpc_tune.strategy import make_pruner, make_sampler
+from hpc_tune.tasks.base import LoadedTask, load_task
+from hpc_tune.train.faults import Fault, parse_faults
+
+log = logging.getLogger(__name__)
+# fail_stale_trials and heartbeats are marked experimental; we rely on them deliberately (DESIGN §5).
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Optuna warns that heartbeats belong to study.optimize(); ask/tell workers run our own (heartbeat.py).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+
+# Exit codes a scheduler can act on.
+EXIT_OK = 0
+EXIT_INTERRUPTED = 143  # SIGTERM/SIGINT: the trial was failed and re-enqueued
+EXIT_REQUEUED = 0  # walltime: checkpointed and requeued; not an error for SLURM
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class WorkerInterrupted(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT; BaseException so task code's ``except Exception`` lets
+    it through."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@dataclass
+class WorkerReport:
+    trials_run: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+    stopped_by: str = "budget"  # budget | max_trials | signal | walltime
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.stopped_by == "signal" else EXIT_OK
+
+
+def open_study(
+    loaded: LoadedConfig, storage_url: str | None, *, worker_index: int = 0, with_heartbeat: bool = True
+) -> tuple[optuna.Study, StorageSpec]:
+    """Create or load the one shared study; enqueue the baseline exactly once."""
+    config = loaded.config
+    spec = resolve_storage(storage_url if storage_url is not None else config.storage, loaded.study_dir)
+    beat = config.worker
+    storage = open_storage(
+        spec,
+        heartbeat_interval=beat.heartbeat_interval if with_heartbeat else None,
+        grace_period=beat.grace_period if with_heartbeat else None,
+        stale_trial_callback=StaleTrialHandler(loaded.study_dir, beat.max_retry) if with_heartbeat else None,
+    )
+    study = retry_transient(
+        lambda: optuna.create_study(
+            study_name=config.study,
+            storage=storage,
+            sampler=make_sampler(config, worker_index),
+            pruner=make_pruner(config),
+            direction=config.direction,
+            load_if_exists=True,
+        )
+    )
+    if config.baseline:
+        with study_lock(spec, config.study, loaded.study_dir, "enqueue"):
+            if not study.user_attrs.get("baseline_enqueued"):
+                study.enqueue_trial(dict(config.baseline), user_attrs={"baseline": True})
+                study.set_user_attr("baseline_enqueued", True)
+    if study.user_attrs.get("trials") != config.trials or study.user_attrs.get("metric") != config.metric:
+        study.set_user_attr("trials", config.trials)
+        study.set_user_attr("metric", config.metric)
+    return study, spec
+
+
+class StaleTrialHandler:
+    """Optuna's heartbeat-stale callback: mark the dead trial's JSON, then retry it with the same params."""
+
+    def __init__(self, study_dir: Path, max_retry: int) -> None:
+        self.study_dir = study_dir
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        mark_trial_json(self.study_dir, trial.number, "FAIL", "heartbeat_stale")
+        enqueue_retry(study, trial, self.max_retry)
+
+
+def mark_trial_json(study_dir: Path, number: int, state: str, reason: str, **extra: Any) -> None:
+    """Finish the JSON of a trial whose own worker cannot (it was killed): keep its epochs, set the state."""
+    data = read_trial_json(trial_path(study_dir, number))
+    if data is None:
+        return
+    record = TrialRecord(**{k: v for k, v in data.items() if k in TrialRecord.__dataclass_fields__})
+    record.state, record.reason = state, reason
+    record.finished_at = record.finished_at or now_iso()
+    for key, value in extra.items():
+        setattr(record, key, value)
+    write_trial(study_dir, record)
+
+
+def fail_trial(
+    study: optuna.Study, trial_id: int, reason: str, *, study_dir: Path, max_retry: int, retry: bool = True
+) -> bool:
+    """Fail a RUNNING trial on behalf of a dead or interrupted worker and re-enqueue it; False if finished."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "reason", reason)
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    frozen = storage.get_trial(trial_id)
+    mark_trial_json(study_dir, frozen.number, "FAIL", reason)
+    if retry:
+        enqueue_retry(study, frozen, max_retry)
+    return True
+
+
+def limit_threads(environ: Mapping[str, str]) -> None:
+    """Use the CPUs SLURM gave this task, not every core of the node (torch's default).
+
+    Oversubscribed intra-op threads made digits epochs 100x slower with two workers on two cores.
+    """
+    if environ.get("OMP_NUM_THREADS"):
+        return
+    cpus = environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0:
+        import torch
+
+        torch.set_num_threads(int(cpus))
+
+
+class Worker:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        storage_url: str | None = None,
+        *,
+        worker_index: int = 0,
+        max_trials: int | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.study_dir = loaded.study_dir
+        self.environ = dict(os.environ if environ is None else environ)
+        self.max_trials = max_trials
+        self.slurm = SlurmEnv.from_environ(self.environ)
+        self.faults: list[Fault] = parse_faults(self.environ.get("HPCTUNE_FAULT"))
+        self.task: LoadedTask = load_task(self.config.task, loaded.root)
+        self.study, self.spec = open_study(loaded, storage_url, worker_index=worker_index)
+        limit_threads(self.environ)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._walltime = threading.Event()
+        self._interrupted_by: int | None = None
+
+    # ----------------------------------------------------------------- signals
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def interrupt(signum: int, frame: FrameType | None) -> None:
+            self._interrupted_by = signum
+            raise WorkerInterrupted(signum)
+
+        def walltime(signum: int, frame: FrameType | None) -> None:
+            log.warning("USR2: walltime near; checkpointing at the next epoch boundary")
+            self._walltime.set()
+
+        for sig, handler in ((signal.SIGTERM, interrupt), (signal.SIGINT, interrupt), (signal.SIGUSR2, walltime)):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    # ----------------------------------------------------------------- loop
+    def run(self) -> WorkerReport:
+        report = WorkerReport()
+        previous = self._install_signals()
+        try:
+            while True:
+                if self.max_trials is not None and report.trials_run >= self.max_trials:
+                    report.stopped_by = "max_trials"
+                    break
+                if self._walltime.is_set():
+                    report.stopped_by = "walltime"
+                    break
+                trial = self._reserve()
+                if trial is None:
+                    break
+                state = self._run_trial(trial)
+                report.trials_run += 1
+                report.by_state[state] = report.by_state.get(state, 0) + 1
+                if state == "WALLTIME":
+                    report.stopped_by = "walltime"
+                    break
+        except WorkerInterrupted:
+            report.stopped_by = "signal"
+        finally:
+            self._restore_signals(previous)
+        if report.stopped_by == "walltime" and self.slurm.array_task_id is not None:
+            requeue_own_task(self.slurm)
+        return report
+
+    def _reserve(self) -> optuna.Trial | None:
+        """Count and ask as one step under the study lock, so N workers never overshoot the budget."""
+
+        def attempt() -> tuple[optuna.Trial | None, int]:
+            with study_lock(self.spec, self.config.study, self.study_dir, "budget"):
+                optuna.storages.fail_stale_trials(self.study)
+                state = budget_state(self.study.get_trials(deepcopy=False), self.config.trials)
+                if state.exhausted:
+                    return None, state.running
+                return self.study.ask(), 0
+
+        # With the budget used, linger one grace period while other trials run: if one of their workers
+        # died, its trial turns stale within that time and its retry must not be left WAITING with no worker.
+        beat = self.config.worker
+        linger_until = time.monotonic() + beat.grace_period + beat.heartbeat_interval
+        while True:
+            trial, running = retry_transient(attempt)
+            if trial is not None or running == 0 or not TrialHeartbeat.enabled(self.study._storage):
+                return trial
+            if time.monotonic() >= linger_until:
+                return None
+            time.sleep(beat.heartbeat_interval)
+
+    def _run_trial(self, trial: optuna.Trial) -> str:
+        """Run one trial to a final state; returns the state name (or WALLTIME when handed on)."""
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        system_attrs = frozen.system_attrs
+        params = suggest(trial, self.config.space)
+        seed = self.config.train.seed
+        record = TrialRecord(
+            study=self.config.study,
+            trial=trial.number,
+            params=params,
+            fidelity={"data_fraction": (self.config.fidelity.data_fraction if self.config.fidelity else 1.0)},
+            seed=seed,
+            host=self.host,
+            pid=self.pid,
+            slurm={k.removeprefix('slurm.'): v for k, v in self.slurm.user_attrs().items() if v is not None},
+            retry_of=system_attrs.get("failed_trial"),
+        )
+        attrs = {"host": self.host, "pid": self.pid, "reason": None,
+                 **{k: v for k, v in self.slurm.user_attrs().items() if v is not None}}
+        for key, value in attrs.items():
+            retry_transient(lambda k=key, v=value: trial.set_user_attr(k, v))
+        write_trial(self.study_dir, record)
+        started = time.monotonic()
+        faults = [f for f in self.faults if f.trial is None or f.trial == trial.number]
+        state, value, reason = TrialState.FAIL, None, None
+        try:
+            with TrialHeartbeat(self.study._storage, trial._trial_id, self.config.worker.heartbeat_interval):
+                if self.task.kind == "objective":
+                    value = float(self.task.fn(trial))
+                    for step, v in sorted(self.study._storage.get_trial(trial._trial_id).intermediate_values.items()):
+                        record.add_epoch({"epoch": step, self.config.metric: v}, self.config.metric,
+                                         self.config.direction)
+                    state = TrialState.COMPLETE
+                else:
+                    outcome = self._fit(trial, record, params, seed, faults, system_attrs)
+                    if outcome == "WALLTIME":
+                        return "WALLTIME"
+                    value = (record.best or {}).get(self.config.metric)
+                    state = TrialState.COMPLETE
+            if value is None or not math.isfinite(value):
+                state, reason, value = TrialState.FAIL, "nonfinite_value", None
+        except optuna.TrialPruned:
+            state, reason = TrialState.PRUNED, "pruned"
+        except TrialAbort as abort:
+            state, reason = TrialState.FAIL, abort.reason
+        except WorkerInterrupted:
+            self._finish_record(record, "FAIL", "interrupted", None, started)
+            fail_trial(self.study, trial._trial_id, "interrupted", study_dir=self.study_dir,
+                       max_retry=self.config.worker.max_retry)
+            raise
+        except HpcTuneError:
+            raise
+        except Exception as exc:
+            log.error("trial %d raised:\n%s", trial.number, traceback.format_exc())
+            state, reason = TrialState.FAIL, f"exception:{type(exc).__name__}"
+        self._tell(trial, state, value, reason)
+        self._finish_record(record, state.name, reason, value, started)
+        return state.name
+
+    def _fit(
+        self,
+        trial: optuna.Trial,
+        record: TrialRecord,
+        params: dict[str, Any],
+        seed: int,
+        faults: list[Fault],
+        system_attrs: Mapping[str, Any],
+    ) -> str | None:
+        from hpc_tune.train.engine import fit  # torch import is paid only by workers that train
+
+        resume_from = system_attrs.get("resume_checkpoint")
+        checkpoint = self.study_dir / CHECKPOINTS_DIR / f"trial-{trial.number}.pt"
+        resume = False
+        if resume_from:
+            source = Path(resume_from)
+            if not source.is_file():
+                raise TrialAbort("timeout", f"checkpoint {source} of an interrupted trial is missing")
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, checkpoint)
+            resume = True
+
+        metric, direction = self.config.metric, self.config.direction
+        epochs = self.config.effective_epochs()
+
+        def on_epoch(epoch_record: dict[str, Any]) -> None:
+            record.add_epoch(epoch_record, metric, direction)
+            write_trial(self.study_dir, record)
+            value = epoch_record.get(metric)
+            if value is None or not math.isfinite(float(value)):
+                return
+            step = int(epoch_record["epoch"])
+            retry_transient(lambda: trial.report(float(value), step))
+            # After the last epoch there is nothing left to save: a finished curve is a result, not a prune.
+            if step < epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step}")
+
+        if resume:
+            self._replay(trial, record, int(system_attrs.get("resumed_from", -1)))
+        parts = self.task.build(params, self.config.fidelity, seed, self.config.train)
+        result = fit(
+            parts,
+            epochs=epochs,
+            options=self.config.train,
+            on_epoch=on_epoch,
+            checkpoint_path=checkpoint,
+            resume=resume,
+            stop_requested=self._walltime.is_set,
+            faults=faults,
+            compile_cache_dir=self.study_dir / "inductor-cache",
+        )
+        if result.interrupted:
+            self._hand_on(trial, record, checkpoint)
+            return "WALLTIME"
+        checkpoint.unlink(missing_ok=True)
+        return None
+
+    def _replay(self, trial: optuna.Trial, record: TrialRecord, previous: int) -> None:
+        """A resumed trial: the epochs run before the checkpoint are recorded and reported once, so the JSON
+        holds every epoch and the pruner sees the whole curve. They come from the interrupted trial's JSON,
+        which is written before the checkpoint at the same epoch boundary."""
+        data = read_trial_json(trial_path(self.study_dir, previous)) or {}
+        for epoch_record in data.get("epochs", []):
+            record.add_epoch(epoch_record, self.config.metric, self.config.direction)
+            value = epoch_record.get(self.config.metric)
+            if value is not None and math.isfinite(float(value)):
+                retry_transient(lambda v=value, s=int(epoch_record["epoch"]): trial.report(float(v), s))
+        write_trial(self.study_dir, record)
+
+    def _hand_on(self, trial: optuna.Trial, record: TrialRecord, checkpoint: Path) -> None:
+        """Walltime: this trial is continued by a new trial that resumes from the checkpoint.
+
+        Optuna cannot reopen a finished trial and a RUNNING one would be failed by the heartbeat while the
+        task waits in the queue, so the trial is closed as FAIL (reason ``walltime``, retried: it costs no
+        budget) and its continuation carries ``resume_checkpoint``.
+        """
+        record.reason = "walltime"
+        with study_lock(self.spec, self.config.study, self.study_dir, "budget"):
+            retry_transient(lambda: trial.set_user_attr("reason", "walltime"))
+            retry_transient(lambda: self.study.tell(trial, state=TrialState.FAIL))
+            frozen = self.study._storage.get_trial(trial._trial_id)
+            # A hand-on is not a failure: it is never refused by max_retry.
+            enqueue_retry(
+                self.study, frozen, max_retry=len(frozen.system_attrs.get("retry_history", [])) + 1,
+                extra_system_attrs={"resume_checkpoint": str(checkpoint), "resumed_from": trial.number},
+            )
+        self._finish_record(record, "FAIL", "walltime", None, None)
+
+    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None) -> None:
+        if reason is not None:
+            retry_transient(lambda: trial.set_user_attr("reason", reason))
+        if state == TrialState.COMPLETE:
+            retry_transient(lambda: self.study.tell(trial, value))
+        else:
+            retry_transient(lambda: self.study.tell(trial, state=state))
+
+    def _finish_record(
+        self, record: TrialRecord, state: str, reason: str | None, value: float | None, started: float | None
+    ) -> None:
+        record.state, record.reason, record.value = state, reason, value
+        record.finished_at = now_iso()
+        if started is not None:
+            record.duration_s = round(time.monotonic() - started, 3)
+        write_trial(self.study_dir, record)
+
+
+def run_worker(
+    loaded: LoadedConfig,
+    storage_url: str | None = None,
+    *,
+    worker_index: int = 0,
+    max_trials: int | None = None,
+) -> WorkerReport:
+    return Worker(loaded, storage_url, worker_index=worker_index, max_trials=max_trials).run()

@@ -1,0 +1,180 @@
+"""Shared fixtures: a real throw-away PostgreSQL (once per session, a database per test) and study configs.
+
+PostgreSQL refuses to run as root, so under root the server runs as the ``postgres`` user (runuser) in a temp
+directory on a random port. In CI (CI=true) a missing PostgreSQL is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest_plugins = ["tests.slurm_fixtures"]
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_BIN = Path(os.environ.get("HPCTUNE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+REPO = Path(__file__).resolve().parent.parent
+TEST_PASSWORD = "s3cret-Pa55-" + uuid.uuid4().hex[:8]
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: required components must run, not skip)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    data_dir: Path
+    socket_dir: Path
+    port: int
+    run_as: list[str]
+
+    def admin_url(self, db: str = "postgres") -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{db}"
+
+    def sql(self, statement: str, db: str = "postgres") -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=db)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.run_as, str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), *args],
+            check=True, capture_output=True, text=True, timeout=60,
+        )
+
+    def start(self) -> None:
+        opts = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        self.pg_ctl("-o", opts, "-l", str(self.data_dir.parent / "server.log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg_ctl("-m", mode, "-w", "stop")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    initdb = PG_BIN / "initdb"
+    if not initdb.exists():
+        unavailable(f"PostgreSQL binaries not found in {PG_BIN} (set HPCTUNE_PG_BIN)")
+    root = Path(tempfile.mkdtemp(prefix="hpctune-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres", "postgres")
+    data, sockets = root / "data", root / "sock"
+    subprocess.run([*run_as, "mkdir", "-p", str(sockets)], check=True)
+    result = subprocess.run(
+        [*run_as, str(initdb), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        unavailable(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+    # A password-protected role over TCP (for the secrets tests); everything else trusted on loopback.
+    hba = ("host all tuner 127.0.0.1/32 scram-sha-256\n"
+           "host all all 127.0.0.1/32 trust\nlocal all all trust\n")
+    subprocess.run([*run_as, "sh", "-c", f"cat > {data}/pg_hba.conf"], input=hba, text=True, check=True)
+    server = PostgresServer(data, sockets, _free_port(), run_as)
+    server.start()
+    server.sql(f"CREATE ROLE tuner LOGIN PASSWORD '{TEST_PASSWORD}' CREATEDB")
+    try:
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database for this test; URL without password (trusted loopback role)."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    postgres_server.sql(f"CREATE DATABASE {name}")
+    return postgres_server.admin_url(name)
+
+
+@pytest.fixture
+def pg_secret_db(postgres_server: PostgresServer, tmp_path: Path) -> dict[str, str]:
+    """A database owned by the password-protected role, with a 0600 PGPASSFILE for it."""
+    name = "s_" + uuid.uuid4().hex[:12]
+    postgres_server.sql(f"CREATE DATABASE {name} OWNER tuner")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{postgres_server.port}:{name}:tuner:{TEST_PASSWORD}\n")
+    passfile.chmod(0o600)
+    return {
+        "url": f"postgresql+psycopg2://tuner@127.0.0.1:{postgres_server.port}/{name}",
+        "url_with_password": f"postgresql+psycopg2://tuner:{TEST_PASSWORD}@127.0.0.1:{postgres_server.port}/{name}",
+        "password": TEST_PASSWORD,
+        "passfile": str(passfile),
+    }
+
+
+def write_config(directory: Path, **overrides: object) -> Path:
+    """A small, fast digits study; keyword arguments replace top-level keys."""
+    config: dict[str, object] = {
+        "study": "t-digits",
+        "direction": "maximize",
+        "metric": "val_acc",
+        "task": "hpc_tune.tasks.digits",
+        "trials": 6,
+        "epochs": 3,
+        "space": {
+            "lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True},
+            "hidden": {"type": "int", "low": 8, "high": 32, "log": True},
+            "optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+            "momentum": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": "sgd"}},
+        },
+        "sampler": {"type": "tpe", "seed": 1, "n_startup_trials": 4},
+        "pruner": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
+        "train": {"batch_size": 64, "compile": "off", "schedule": {"type": "cosine", "warmup_epochs": 0}},
+        "worker": {"heartbeat_interval": 1, "grace_period": 3, "max_retry": 1},
+        "results": str(directory / "runs"),
+    }
+    config.update(overrides)
+    path = directory / "hpctune.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HPCTUNE_STORAGE", None)
+    env.pop("HPCTUNE_FAULT", None)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

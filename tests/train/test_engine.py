@@ -1,0 +1,222 @@
+import pytest
+import torch
+
+from hpc_tune.config import FidelityConfig, ScheduleConfig, TrainConfig
+from hpc_tune.errors import NonFiniteLoss, OutOfMemory
+from hpc_tune.tasks import digits, shapes_cnn
+from hpc_tune.train import engine
+from hpc_tune.train.engine import fit
+from hpc_tune.train.faults import Fault
+
+OPTIONS = TrainConfig(batch_size=64, compile="off", schedule=ScheduleConfig(type="cosine", warmup_epochs=1))
+RECORD_KEYS = {
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "epoch_time_s",
+    "train_samples_per_s",
+    "eval_samples_per_s",
+}
+
+
+def _digits(**params):
+    # dropout > 0: the resumed run must also restore the RNG that the dropout masks come from
+    return digits.build({"hidden": 32, "dropout": 0.2, "lr": 3e-3, **params}, None, 0, OPTIONS)
+
+
+class Recorder:
+    def __init__(self):
+        self.records = []
+
+    def __call__(self, record):
+        self.records.append(record)
+
+
+def test_fit_records_every_epoch():
+    seen = Recorder()
+    result = fit(_digits(), epochs=3, options=OPTIONS, on_epoch=seen)
+    assert not result.interrupted and result.epochs_run == 3
+    assert [r["epoch"] for r in result.records] == [1, 2, 3] and seen.records == result.records
+    assert set(result.records[0]) == RECORD_KEYS
+    assert result.records[-1]["val_acc"] > 0.5
+    assert result.records[-1]["lr"] < result.records[0]["lr"]
+
+
+def test_lr_schedule_spans_exactly_the_epochs_run():
+    """T_max = epochs of THIS run: reduced-fidelity epochs anneal to 0 by their own last epoch."""
+    options = OPTIONS.model_copy(update={"schedule": ScheduleConfig(type="cosine", t_max=50)})
+    for epochs in (2, 4):
+        result = fit(_digits(), epochs=epochs, options=options, on_epoch=lambda r: None)
+        assert result.records[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+        assert all(r["lr"] > 0 for r in result.records[:-1])
+
+
+def test_reduced_data_fraction_trains_on_fewer_samples_same_val():
+    full = digits.build({"hidden": 32}, None, 0, OPTIONS)
+    cut = digits.build({"hidden": 32}, FidelityConfig(data_fraction=0.25), 0, OPTIONS)
+    assert len(cut.train_set) == pytest.approx(len(full.train_set) / 4, abs=1)
+    assert len(cut.val_set) == len(full.val_set)
+
+
+def test_checkpoint_restore_next_epoch_matches_uninterrupted_run(tmp_path):
+    straight = fit(_digits(), epochs=4, options=OPTIONS, on_epoch=lambda r: None)
+
+    path = tmp_path / "trial-0.pt"
+    first = Recorder()
+    stopped = fit(
+        _digits(),
+        epochs=4,
+        options=OPTIONS,
+        on_epoch=first,
+        checkpoint_path=path,
+        stop_requested=lambda: len(first.records) >= 2,
+    )
+    assert stopped.interrupted and stopped.epochs_run == 2 and path.is_file()
+
+    second = Recorder()
+    resumed = fit(_digits(), epochs=4, options=OPTIONS, on_epoch=second, checkpoint_path=path, resume=True)
+    assert not resumed.interrupted
+    assert [r["epoch"] for r in resumed.records] == [1, 2, 3, 4]  # every epoch exactly once
+    assert [r["epoch"] for r in second.records] == [3, 4]  # restored epochs are not reported again
+    for a, b in zip(straight.records, resumed.records, strict=True):
+        for key in ("train_loss", "val_loss", "val_acc", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (a["epoch"], key)
+
+
+def test_stop_on_last_epoch_just_finishes(tmp_path):
+    result = fit(
+        _digits(),
+        epochs=2,
+        options=OPTIONS,
+        on_epoch=lambda r: None,
+        checkpoint_path=tmp_path / "c.pt",
+        stop_requested=lambda: True,
+    )
+    assert result.epochs_run == 1 and result.interrupted
+    result = fit(
+        _digits(),
+        epochs=1,
+        options=OPTIONS,
+        on_epoch=lambda r: None,
+        checkpoint_path=tmp_path / "d.pt",
+        stop_requested=lambda: True,
+    )
+    assert not result.interrupted and not (tmp_path / "d.pt").exists()
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    result = fit(
+        _digits(),
+        epochs=2,
+        options=OPTIONS,
+        on_epoch=lambda r: None,
+        checkpoint_path=tmp_path / "missing.pt",
+        resume=True,
+    )
+    assert result.epochs_run == 2
+
+
+def test_injected_nan_raises_nonfinite_loss():
+    seen = Recorder()
+    with pytest.raises(NonFiniteLoss) as info:
+        fit(_digits(), epochs=4, options=OPTIONS, on_epoch=seen, faults=[Fault("nan", 2)])
+    assert info.value.reason == "nonfinite_loss"
+    assert [r["epoch"] for r in seen.records] == [1]
+
+
+def test_diverging_lr_raises_nonfinite_loss():
+    with pytest.raises(NonFiniteLoss):
+        fit(_digits(lr=1e12, optimizer="sgd"), epochs=3, options=OPTIONS, on_epoch=lambda r: None)
+
+
+@pytest.fixture
+def freed(monkeypatch):
+    calls = []
+    real = engine.free_memory
+
+    def spy():
+        calls.append(1)
+        real()
+
+    monkeypatch.setattr(engine, "free_memory", spy)
+    return calls
+
+
+def test_injected_oom_raises_out_of_memory_after_freeing(freed):
+    seen = Recorder()
+    with pytest.raises(OutOfMemory) as info:
+        fit(_digits(), epochs=3, options=OPTIONS, on_epoch=seen, faults=[Fault("oom", 2)])
+    assert info.value.reason == "oom" and "simulated" in info.value.detail
+    assert freed and len(seen.records) == 1
+
+
+def test_runtime_error_out_of_memory_is_oom_too(freed):
+    parts = _digits()
+
+    class Exploding(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("CUDA error: out of memory")
+
+    parts.model = Exploding()
+    parts.make_optimizer = lambda p: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(OutOfMemory):
+        fit(parts, epochs=1, options=OPTIONS, on_epoch=lambda r: None)
+    assert freed
+
+
+def test_on_epoch_exception_propagates_after_freeing_memory(freed):
+    class Pruned(Exception):
+        pass
+
+    def prune(record):
+        raise Pruned
+
+    with pytest.raises(Pruned):
+        fit(_digits(), epochs=3, options=OPTIONS, on_epoch=prune)
+    assert freed
+
+
+def test_sleep_fault_slows_epochs_from_its_epoch(monkeypatch):
+    slept = []
+    monkeypatch.setattr(engine.time, "sleep", slept.append)
+    fit(_digits(), epochs=3, options=OPTIONS, on_epoch=lambda r: None, faults=[Fault("sleep", 2, 0.25)])
+    assert slept == [0.25, 0.25]
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+    no_dropout = {"dropout": 0.0, "optimizer": "sgd", "lr": 0.05}
+    whole = fit(_digits(**no_dropout), epochs=2, options=OPTIONS, on_epoch=lambda r: None)
+    split = fit(
+        _digits(**no_dropout),
+        epochs=2,
+        options=OPTIONS.model_copy(update={"grad_accum": 4}),
+        on_epoch=lambda r: None,
+    )
+    for a, b in zip(whole.records, split.records, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+
+
+def test_cnn_trains_with_channels_last_and_resumes(tmp_path):
+    options = OPTIONS.model_copy(update={"max_val_batches": 2})
+
+    def parts():
+        return shapes_cnn.build({"channels": 4, "lr": 1e-2}, FidelityConfig(data_fraction=0.1), 0, options)
+
+    straight = fit(parts(), epochs=2, options=options, on_epoch=lambda r: None)
+    path = tmp_path / "cnn.pt"
+    fit(
+        parts(),
+        epochs=2,
+        options=options,
+        on_epoch=lambda r: None,
+        checkpoint_path=path,
+        stop_requested=lambda: True,
+    )
+    resumed = fit(
+        parts(), epochs=2, options=options, on_epoch=lambda r: None, checkpoint_path=path, resume=True
+    )
+    assert straight.records[1]["val_loss"] == pytest.approx(resumed.records[1]["val_loss"], rel=1e-5)
+    assert straight.records[0]["eval_samples_per_s"] > 0
