@@ -2,13 +2,13 @@
 
 For each built-in task (digits MLP, shapes CNN):
   1. per-sample eval throughput: naive loop (eager, no_grad, DataLoader, eval batch = train batch) vs the
-     engine's evaluator (inference_mode, 2x batch, pre-collated tensors, channels_last for convs), eager and compiled,
-     plus ablations and bf16 autocast on CPU;
+     engine's evaluator (inference_mode, 2x batch, pre-collated tensors, channels_last for convs), eager
+     and compiled, plus ablations and bf16 autocast on CPU;
   2. compile time, cold (empty cache dir) and warm (the same cache dir again), each in a fresh process, plus
      a second model of the same shape in the same process (what the next trial of a worker pays);
   3. end-to-end trial time: a naive train+eval loop vs fit() with compile off and on.
-Configurations are interleaved round by round and the median is reported, because other processes may share
-the CPU. Usage: python benchmarks/eval_speed.py [--rounds 7] [--skip-compile] [--json out.json]
+Configurations are interleaved round by round and the best round is reported, because other processes may
+share the CPU. Usage: python benchmarks/eval_speed.py [--rounds 7] [--skip-compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,8 @@ def build(task: str) -> TaskParts:
 def interleaved(
     configs: dict[str, Callable[[], Any]], rounds: int, min_seconds: float = 0.05
 ) -> dict[str, float]:
-    """Median seconds per call of each config; each call is repeated to last >= min_seconds (timer noise)."""
+    """Best (min) seconds per call of each config: neighbours on a shared CPU only ever slow a round down,
+    so the minimum is the least contaminated estimate (as timeit advises)."""
     reps = {}
     for name, fn in configs.items():
         fn()  # warm-up (lazy init, first-touch allocations)
@@ -64,7 +64,7 @@ def interleaved(
             for _ in range(reps[name]):
                 fn()
             samples[name].append((time.perf_counter() - start) / reps[name])
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return {name: min(v) for name, v in samples.items()}
 
 
 def eval_throughput(task: str, rounds: int, with_compile: bool) -> dict[str, float]:
@@ -204,7 +204,7 @@ def main() -> None:
     figures: dict[str, Any] = {}
     epochs = {"digits-mlp": 10, "shapes-cnn": 2}
     for task in TASKS:
-        print(f"\n== {task}: eval throughput (samples/s, median of {args.rounds} interleaved rounds)")
+        print(f"\n== {task}: eval throughput (samples/s, best of {args.rounds} interleaved rounds)")
         thr = eval_throughput(task, args.rounds, not args.skip_compile)
         base = thr["naive (bs 64, DataLoader, no_grad)"]
         for name, value in thr.items():

@@ -58,6 +58,26 @@ storage_option = click.option(
 )
 
 
+class ArraySpecType(click.ParamType):
+    """``--array`` validated at the edge: 0-3, 0-31%8, 1,3,5, 0-15:2."""
+
+    name = "ARRAY"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from hpc_tune.slurm import ArraySpec
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return ArraySpec.parse(value)
+        except HpcTuneError as exc:
+            self.fail(exc.what, param, ctx)
+
+
+array_option = click.option("--array", "array", type=ArraySpecType(), required=True,
+                            help="Array task ids, as sbatch --array: 0-3, 0-31%8, 1,3,5, 0-15:2.")
+
+
 def _load(config_path: Path, storage: str | None = None) -> LoadedConfig:
     return load_config(config_path, overrides={"storage": storage})
 
@@ -149,6 +169,7 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
     from hpc_tune.local import first_worker_error, run_local
     from hpc_tune.worker import open_study
 
+    _setup_logging(False)
     loaded = _load(config_path, storage)
     c = loaded.config
     with Progress(
@@ -184,12 +205,24 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               show_default=True, help="Results root when no config is given.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the table.")
+@click.option("--slurm-guard", is_flag=True,
+              help="In the collector job: if tasks of the study are still queued, resubmit after them and exit.")
 def collect_cmd(study: str | None, config_path: Path | None, storage: str | None, results: Path,
-                as_json: bool) -> None:
+                as_json: bool, slurm_guard: bool) -> None:
     """Aggregate STUDY into runs/<study>/summary.json and trials.csv, and print the top trials."""
     from hpc_tune.collect import collect, format_table, load_study
 
     loaded = _loaded_for(study, config_path, storage)
+    if slurm_guard:
+        if loaded is None:
+            raise ConfigError("--slurm-guard needs the study's config", "--config")
+        from hpc_tune.submit import guard_collector
+
+        waited = guard_collector(loaded)
+        if waited:
+            click.echo(f"tasks of {loaded.config.study} still queued in job(s) {', '.join(waited)}: "
+                       "collector resubmitted after them")
+            return
     if loaded is not None:
         name, study_dir = loaded.config.study, loaded.study_dir
         url = storage or loaded.config.storage
@@ -205,6 +238,12 @@ def collect_cmd(study: str | None, config_path: Path | None, storage: str | None
         budget = None
     spec = resolve_storage(url, study_dir)
     opened = load_study(spec, name)
+    if loaded is not None:
+        # Trials of workers that died without a word are failed (and retried) before counting.
+        from hpc_tune.worker import open_study
+
+        stale_aware, _ = open_study(loaded, url)
+        fail_stale(stale_aware)
     result = collect(opened, study_dir, budget=budget)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
@@ -212,6 +251,88 @@ def collect_cmd(study: str | None, config_path: Path | None, storage: str | None
     click.echo(format_table(result.summary))
     click.echo(f"summary: {result.summary_path}")
     click.echo(f"trials:  {result.csv_path}")
+
+
+def fail_stale(study: Any) -> None:
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+
+
+@cli.command()
+@config_option
+@array_option
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the scripts (default: jobs/ beside the config).")
+def render(config_path: Path, array: Any, out_dir: Path | None) -> None:
+    """Write jobs/<study>.array.sh and jobs/<study>.collect.sh (readable; sbatch them by hand in name order)."""
+    from hpc_tune.render import render_scripts
+
+    scripts = render_scripts(_load(config_path), array, out_dir=out_dir)
+    click.echo(f"wrote {scripts.array_path}")
+    click.echo(f"wrote {scripts.collect_path}")
+    click.echo(f"submit by hand: sbatch {scripts.array_path} && sbatch {scripts.collect_path}")
+
+
+@cli.command()
+@config_option
+@array_option
+@click.option("--dry-run", is_flag=True, help="Print the scripts and sbatch commands; submit nothing.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def submit(config_path: Path, array: Any, dry_run: bool, out_dir: Path | None) -> None:
+    """Render and submit the worker array and, after it (afterany), the collector."""
+    from hpc_tune.submit import submit as submit_study
+
+    loaded = _load(config_path)
+    result = submit_study(loaded, array, dry_run=dry_run, out_dir=out_dir)
+    if dry_run:
+        click.echo(f"# {result.scripts.array_path}")
+        click.echo(result.scripts.array_text)
+        click.echo(f"# {result.scripts.collect_path}")
+        click.echo(result.scripts.collect_text)
+        click.echo("# commands (not run):")
+        for line in result.commands:
+            click.echo(line)
+        return
+    click.echo(f"array job(s): {', '.join(result.array_job_ids)}")
+    click.echo(f"collector job: {result.collect_job_id} (afterany)")
+    click.echo(f"follow: hpctune status -c {loaded.path}   logs: {result.scripts.logs_dir}")
+
+
+@cli.command()
+@click.argument("study", required=False)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@storage_option
+def status(study: str | None, config_path: Path | None, storage: str | None) -> None:
+    """Array tasks from squeue and trial counts by state."""
+    from hpc_tune.collect import load_study
+    from hpc_tune.local import study_counts
+    from hpc_tune.submit import status as slurm_status
+
+    loaded = _loaded_for(study, config_path, storage)
+    if loaded is None:
+        raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune status")
+    c = loaded.config
+    counts = study_counts(load_study(resolve_storage(storage or c.storage, loaded.study_dir), c.study))
+    click.echo(f"study {c.study}: {counts['finished']}/{c.trials} finished (COMPLETE {counts['COMPLETE']}, "
+               f"PRUNED {counts['PRUNED']}, FAIL {counts['FAIL']}, RUNNING {counts['RUNNING']}, "
+               f"WAITING {counts['WAITING']})")
+    jobs = slurm_status(loaded)
+    if not jobs.tasks:
+        click.echo(f"slurm: no job named {jobs.job_name} in squeue")
+        return
+    states = ", ".join(f"{k} {v}" for k, v in sorted(jobs.by_state.items())) or "none"
+    click.echo(f"slurm: array tasks {states}; collector jobs {len(jobs.collectors)}")
+
+
+@cli.command()
+@config_option
+def cancel(config_path: Path) -> None:
+    """Cancel the study's SLURM jobs; workers fail and re-enqueue their running trials on the way out."""
+    from hpc_tune.submit import cancel as cancel_jobs
+
+    ids = cancel_jobs(_load(config_path))
+    click.echo(f"cancelled job(s): {', '.join(ids)}" if ids else "no active job of this study")
 
 
 def _loaded_for(study: str | None, config_path: Path | None, storage: str | None) -> LoadedConfig | None:

@@ -163,6 +163,13 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append("no completed trial yet")
         return "\n".join(lines)
     metric = summary.get("metric") or "value"
+    best = summary["best"]
+    lines.append(f"best: trial {best['trial']}, {metric} {_fmt(best['value'])}, "
+                 + ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items()))
+    base = summary["baseline"]
+    if base is not None:
+        shown = _fmt(base["value"]) if base["value"] is not None else base["state"]
+        lines.append(f"baseline: trial {base['trial']}, {metric} {shown}")
     lines.append(f"top {len(summary['top_k'])} by {metric} ({summary['direction']}):")
     header = f"  {'rank':>4}  {'trial':>5}  {metric:>10}  {'epochs':>6}  params"
     lines.append(header)

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpc_tune.errors import ConfigError
-from hpc_tune.space import ParamSpec, check_space
+from hpc_tune.space import ParamSpec, check_space, grid_size
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_CONFIG = "hpctune.yaml"
@@ -192,6 +192,12 @@ class Config(_Strict):
                 raise ValueError(f"phases name '{unknown[0]}', which is not in space")
             if len(listed) != len(set(listed)):
                 raise ValueError("phases list a parameter twice")
+        if self.sampler.type == "grid":
+            if grid_size(self.space) is None:
+                raise ValueError("sampler grid needs every parameter discrete (categorical, int without log, "
+                                 "or float with step)")
+            if any(spec.when for spec in self.space.values()):
+                raise ValueError("sampler grid cannot run conditional parameters (when:)")
         return self
 
     def study_dir(self, root: str | os.PathLike[str] | None = None) -> Path:

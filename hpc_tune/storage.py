@@ -147,9 +147,17 @@ def open_storage(
         raise StorageError(f"cannot set up the study tables: {first_line(exc, spec.url)}",
                            redact_url(spec.url)) from None
     except (OperationalError, DBAPIError) as exc:
+        reason = first_line(exc, spec.url)
+        if any(marker in reason for marker in _LOGIN_REFUSED):
+            # Not transient: retrying later will not help, so not EX_TEMPFAIL.
+            raise StorageError(f"the database refused the login: {reason}; put the password in PGPASSFILE",
+                               redact_url(spec.url)) from None
         raise StorageUnavailableError(
             f"cannot reach the study database: {first_line(exc, spec.url)}", redact_url(spec.url)
         ) from None
+
+
+_LOGIN_REFUSED = ("password authentication failed", "no password supplied", "does not exist")
 
 
 def first_line(exc: BaseException, url: str | None) -> str:

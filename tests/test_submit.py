@@ -149,7 +149,8 @@ import time; time.sleep(60)'
     ;;
 collect)
     if [[ -f $dir/guard ]]; then
-        exec PYTHON -c 'import sys; from hpc_tune.config import load_config; from hpc_tune.submit import guard_collector
+        exec PYTHON -c 'import sys; from hpc_tune.config import load_config
+from hpc_tune.submit import guard_collector
 print("guard waited on", guard_collector(load_config(sys.argv[1])))' "$cfg" > "$rec/guard-$SLURM_JOB_ID"
     fi
     (cd "$rec" && ls task-* 2>/dev/null || true) > "$rec/collect-$SLURM_JOB_ID"
@@ -270,7 +271,7 @@ def test_status_guard_and_cancel(study: Study, tmp_path: Path) -> None:
 
 @pytest.mark.slurm
 def test_guard_inside_a_collector_job_resubmits_it(study: Study) -> None:
-    """The path the real collector takes: guard_collector in a job, finding itself via HPCTUNE_COLLECT_SCRIPT."""
+    """The real collector's path: guard_collector in a job, finding its script via HPCTUNE_COLLECT_SCRIPT."""
     (study.dir / "guard").touch()
     scripts = render_scripts(study.loaded, ArraySpec.parse("0-1"), hpctune_cmd=study.cmd)
     array_id = sbatch(scripts.array_path, extra_args=["--hold"])

@@ -1,0 +1,38 @@
+# The README's commands. Everything runs from a fresh clone with no manual step.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU wheel of torch: installed first so that no dependency pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: venv demo test test-services lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: venv
+	$(VENV)/bin/hpctune check -c examples/demo.yaml
+	$(VENV)/bin/hpctune run --local --workers 2 -c examples/demo.yaml
+
+# Starts what the tests need (a PostgreSQL is started by the test suite itself; SLURM by this script).
+test-services:
+	bash scripts/test-services.sh
+
+test: venv test-services
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check hpc_tune tests benchmarks examples
+
+bench: venv test-services
+	$(PY) benchmarks/orchestration.py
+	$(PY) benchmarks/eval_speed.py
+
+clean:
+	rm -rf runs examples/runs .pytest_cache .ruff_cache build *.egg-info
