@@ -49,11 +49,18 @@ class _OneLineGroup(click.Group):
 
 
 config_option = click.option(
-    "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
-    show_default=True, help="The study's YAML file.",
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The study's YAML file.",
 )
 storage_option = click.option(
-    "--storage", default=None, metavar="URL",
+    "--storage",
+    default=None,
+    metavar="URL",
     help="Study storage URL (overrides HPCTUNE_STORAGE and the file). Prefer PGPASSFILE for passwords.",
 )
 
@@ -74,8 +81,13 @@ class ArraySpecType(click.ParamType):
             self.fail(exc.what, param, ctx)
 
 
-array_option = click.option("--array", "array", type=ArraySpecType(), required=True,
-                            help="Array task ids, as sbatch --array: 0-3, 0-31%8, 1,3,5, 0-15:2.")
+array_option = click.option(
+    "--array",
+    "array",
+    type=ArraySpecType(),
+    required=True,
+    help="Array task ids, as sbatch --array: 0-3, 0-31%8, 1,3,5, 0-15:2.",
+)
 
 
 def _load(config_path: Path, storage: str | None = None) -> LoadedConfig:
@@ -89,8 +101,13 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
-              show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(output: Path, force: bool) -> None:
     """Write a commented hpctune.yaml for the built-in digits task."""
@@ -136,20 +153,28 @@ def _setup_logging(verbose: bool) -> None:
 @cli.command()
 @config_option
 @storage_option
-@click.option("--worker-index", type=click.IntRange(min=0), default=None,
-              help="Decorrelates samplers of workers (default: the SLURM array task id, else 0).")
-@click.option("--max-trials", type=click.IntRange(min=1), default=None, help="Stop this worker after N trials.")
+@click.option(
+    "--worker-index",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decorrelates samplers of workers (default: the SLURM array task id, else 0).",
+)
+@click.option(
+    "--max-trials", type=click.IntRange(min=1), default=None, help="Stop this worker after N trials."
+)
 @click.option("-v", "--verbose", is_flag=True)
-def worker(config_path: Path, storage: str | None, worker_index: int | None, max_trials: int | None,
-           verbose: bool) -> int:
-    """Run one worker: take trials from the shared study until its budget is used (what an array task runs)."""
+def worker(
+    config_path: Path, storage: str | None, worker_index: int | None, max_trials: int | None, verbose: bool
+) -> int:
+    """Run one worker: take trials from the shared study until its budget is used (an array task)."""
     from hpc_tune.worker import run_worker
 
     _setup_logging(verbose)
     loaded = _load(config_path, storage)
     if worker_index is None:
         worker_index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0") or 0) + int(
-            os.environ.get("HPCTUNE_ARRAY_OFFSET", "0") or 0)
+            os.environ.get("HPCTUNE_ARRAY_OFFSET", "0") or 0
+        )
     report = run_worker(loaded, storage, worker_index=worker_index, max_trials=max_trials)
     states = ", ".join(f"{k} {v}" for k, v in sorted(report.by_state.items())) or "none"
     click.echo(f"worker done: {report.trials_run} trial(s) ({states}); stopped by {report.stopped_by}")
@@ -163,6 +188,7 @@ def worker(config_path: Path, storage: str | None, worker_index: int | None, max
 @click.option("-w", "--workers", type=click.IntRange(1, 256), default=2, show_default=True)
 def run(config_path: Path, storage: str | None, local: bool, workers: int) -> int:
     """Run N worker processes here on one study, then collect it."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hpc_tune.collect import collect, format_table
@@ -173,15 +199,24 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
     loaded = _load(config_path, storage)
     c = loaded.config
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-        console=None, transient=False, redirect_stdout=False, redirect_stderr=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
     ) as progress:
         bar = progress.add_task(c.study, total=c.trials, detail="")
 
         def show(counts: dict[str, int]) -> None:
-            progress.update(bar, completed=counts["finished"], detail=(
-                f"running {counts['RUNNING']}  pruned {counts['PRUNED']}  failed {counts['FAIL']}"))
+            progress.update(
+                bar,
+                completed=counts["finished"],
+                detail=(f"running {counts['RUNNING']}  pruned {counts['PRUNED']}  failed {counts['FAIL']}"),
+            )
 
         report = run_local(loaded, storage, workers, on_progress=show)
     if report.failed_workers:
@@ -199,16 +234,36 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
 
 @cli.command(name="collect")
 @click.argument("study", required=False)
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The study's YAML file (default: hpctune.yaml when it names STUDY).")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The study's YAML file (default: hpctune.yaml when it names STUDY).",
+)
 @storage_option
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-              show_default=True, help="Results root when no config is given.")
+@click.option(
+    "--results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Results root when no config is given.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the table.")
-@click.option("--slurm-guard", is_flag=True,
-              help="In the collector job: if tasks of the study are still queued, resubmit after them and exit.")
-def collect_cmd(study: str | None, config_path: Path | None, storage: str | None, results: Path,
-                as_json: bool, slurm_guard: bool) -> None:
+@click.option(
+    "--slurm-guard",
+    is_flag=True,
+    help="In the collector job: if tasks of the study are still queued, resubmit after them and exit.",
+)
+def collect_cmd(
+    study: str | None,
+    config_path: Path | None,
+    storage: str | None,
+    results: Path,
+    as_json: bool,
+    slurm_guard: bool,
+) -> None:
     """Aggregate STUDY into runs/<study>/summary.json and trials.csv, and print the top trials."""
     from hpc_tune.collect import collect, format_table, load_study
 
@@ -220,8 +275,10 @@ def collect_cmd(study: str | None, config_path: Path | None, storage: str | None
 
         waited = guard_collector(loaded)
         if waited:
-            click.echo(f"tasks of {loaded.config.study} still queued in job(s) {', '.join(waited)}: "
-                       "collector resubmitted after them")
+            click.echo(
+                f"tasks of {loaded.config.study} still queued in job(s) {', '.join(waited)}: "
+                "collector resubmitted after them"
+            )
             return
     if loaded is not None:
         name, study_dir = loaded.config.study, loaded.study_dir
@@ -262,10 +319,14 @@ def fail_stale(study: Any) -> None:
 @cli.command()
 @config_option
 @array_option
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the scripts (default: jobs/ beside the config).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the scripts (default: jobs/ beside the config).",
+)
 def render(config_path: Path, array: Any, out_dir: Path | None) -> None:
-    """Write jobs/<study>.array.sh and jobs/<study>.collect.sh (readable; sbatch them by hand in name order)."""
+    """Write jobs/<study>.array.sh and jobs/<study>.collect.sh (sbatch them by hand in name order)."""
     from hpc_tune.render import render_scripts
 
     scripts = render_scripts(_load(config_path), array, out_dir=out_dir)
@@ -314,9 +375,11 @@ def status(study: str | None, config_path: Path | None, storage: str | None) -> 
         raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune status")
     c = loaded.config
     counts = study_counts(load_study(resolve_storage(storage or c.storage, loaded.study_dir), c.study))
-    click.echo(f"study {c.study}: {counts['finished']}/{c.trials} finished (COMPLETE {counts['COMPLETE']}, "
-               f"PRUNED {counts['PRUNED']}, FAIL {counts['FAIL']}, RUNNING {counts['RUNNING']}, "
-               f"WAITING {counts['WAITING']})")
+    click.echo(
+        f"study {c.study}: {counts['finished']}/{c.trials} finished (COMPLETE {counts['COMPLETE']}, "
+        f"PRUNED {counts['PRUNED']}, FAIL {counts['FAIL']}, RUNNING {counts['RUNNING']}, "
+        f"WAITING {counts['WAITING']})"
+    )
     jobs = slurm_status(loaded)
     if not jobs.tasks:
         click.echo(f"slurm: no job named {jobs.job_name} in squeue")
@@ -340,7 +403,9 @@ def _loaded_for(study: str | None, config_path: Path | None, storage: str | None
     if config_path is not None:
         loaded = _load(config_path, storage)
         if study is not None and loaded.config.study != study:
-            raise ConfigError(f"the config describes study '{loaded.config.study}', not '{study}'", config_path)
+            raise ConfigError(
+                f"the config describes study '{loaded.config.study}', not '{study}'", config_path
+            )
         return loaded
     default = Path(DEFAULT_CONFIG)
     if default.is_file():
@@ -357,4 +422,3 @@ def _loaded_for(study: str | None, config_path: Path | None, storage: str | None
 
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="hpctune")
-

@@ -19,7 +19,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpc_tune.budget import budget_state, retried_numbers
 from hpc_tune.errors import StudyNotFoundError
-from hpc_tune.metrics import SCHEMA_VERSION, LoadedTrials, atomic_write_json, atomic_write_text, now_iso, read_trials
+from hpc_tune.metrics import (
+    SCHEMA_VERSION,
+    LoadedTrials,
+    atomic_write_json,
+    atomic_write_text,
+    now_iso,
+    read_trials,
+)
 from hpc_tune.storage import StorageSpec, open_storage, retry_transient
 
 TOP_K = 5
@@ -85,11 +92,18 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
     total = budget or int(study.user_attrs.get("trials") or len(trials))
     state = budget_state(trials, total)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None and math.isfinite(r["value"])]
+    complete = [
+        r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None and math.isfinite(r["value"])
+    ]
     complete.sort(key=lambda r: r["value"], reverse=maximize)
     top = [
-        {"trial": r["trial"], "value": r["value"], "params": r["params"], "epochs": r["epochs"],
-         "best_epoch": r["best_epoch"]}
+        {
+            "trial": r["trial"],
+            "value": r["value"],
+            "params": r["params"],
+            "epochs": r["epochs"],
+            "best_epoch": r["best_epoch"],
+        }
         for r in complete[:TOP_K]
     ]
     baseline = next((r for r in rows if r["baseline"]), None)
@@ -103,8 +117,12 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
         "counts": counts,
         "best": top[0] if top else None,
         "top_k": top,
-        "baseline": None if baseline is None else {
-            "trial": baseline["trial"], "state": baseline["state"], "value": baseline["value"],
+        "baseline": None
+        if baseline is None
+        else {
+            "trial": baseline["trial"],
+            "state": baseline["state"],
+            "value": baseline["value"],
             "params": baseline["params"],
         },
         "reasons": _count_reasons(rows),
@@ -124,8 +142,20 @@ def _count_reasons(rows: list[dict[str, Any]]) -> dict[str, int]:
 def trials_csv(summary: dict[str, Any]) -> str:
     rows = summary["trials"]
     param_names = sorted({p for r in rows for p in r["params"]})
-    fields = ["trial", "state", "value", "reason", "retried", "retry_of", "epochs", "best_epoch",
-              "duration_s", "host", "array_task_id", "baseline"]
+    fields = [
+        "trial",
+        "state",
+        "value",
+        "reason",
+        "retried",
+        "retry_of",
+        "epochs",
+        "best_epoch",
+        "duration_s",
+        "host",
+        "array_task_id",
+        "baseline",
+    ]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(fields + [f"param_{p}" for p in param_names])
@@ -157,15 +187,19 @@ def format_table(summary: dict[str, Any]) -> str:
         f"WAITING {c['WAITING']}; {b['retried']} retried)"
     ]
     if summary["quarantined"]:
-        lines.append(f"quarantined {len(summary['quarantined'])} file(s): "
-                     + ", ".join(q["file"] for q in summary["quarantined"]))
+        lines.append(
+            f"quarantined {len(summary['quarantined'])} file(s): "
+            + ", ".join(q["file"] for q in summary["quarantined"])
+        )
     if not summary["top_k"]:
         lines.append("no completed trial yet")
         return "\n".join(lines)
     metric = summary.get("metric") or "value"
     best = summary["best"]
-    lines.append(f"best: trial {best['trial']}, {metric} {_fmt(best['value'])}, "
-                 + ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items()))
+    lines.append(
+        f"best: trial {best['trial']}, {metric} {_fmt(best['value'])}, "
+        + ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
+    )
     base = summary["baseline"]
     if base is not None:
         shown = _fmt(base["value"]) if base["value"] is not None else base["state"]

@@ -1,7 +1,8 @@
 """hpctune.yaml → a frozen, validated ``Config``.
 
 Every field is validated here, once, with the key path in the message: later code trusts the Config and never
-re-checks. Unknown keys are errors because a typo (``epocs: 100``) that passes silently costs a whole campaign.
+re-checks. Unknown keys are errors because a typo (``epocs: 100``) that passes silently costs a
+whole campaign.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class _Strict(BaseModel):
 
 class SamplerConfig(_Strict):
     type: Literal["tpe", "random", "grid", "cmaes", "qmc"] = "tpe"
-    # Every worker must use the same seed for grid; for tpe/random a per-worker offset is added (see strategy).
+    # Every worker must use the same seed for grid; tpe/random add a per-worker offset (see strategy).
     seed: int | None = None
     multivariate: bool = True
     constant_liar: bool = True
@@ -194,8 +195,10 @@ class Config(_Strict):
                 raise ValueError("phases list a parameter twice")
         if self.sampler.type == "grid":
             if grid_size(self.space) is None:
-                raise ValueError("sampler grid needs every parameter discrete (categorical, int without log, "
-                                 "or float with step)")
+                raise ValueError(
+                    "sampler grid needs every parameter discrete (categorical, int without log, "
+                    "or float with step)"
+                )
             if any(spec.when for spec in self.space.values()):
                 raise ValueError("sampler grid cannot run conditional parameters (when:)")
         return self
@@ -237,7 +240,11 @@ def _where(path: Path | None) -> str:
 def _describe(err: dict[str, Any], raw: Mapping[str, Any]) -> str:
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
     # Discriminated unions put the tag in the path (space.lr.float.low): drop it, users never wrote it.
-    loc = [p for i, p in enumerate(loc) if not (i >= 2 and loc[0] == "space" and p in ("float", "int", "categorical"))]
+    loc = [
+        p
+        for i, p in enumerate(loc)
+        if not (i >= 2 and loc[0] == "space" and p in ("float", "int", "categorical"))
+    ]
     key = ".".join(loc)
     if err["type"] == "extra_forbidden":
         parent_fields = _fields_at(loc[:-1])

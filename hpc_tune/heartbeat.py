@@ -37,7 +37,9 @@ class TrialHeartbeat:
                 self._storage.record_heartbeat(self._trial_id)
             except Exception as exc:  # keep beating: the next beat may well get through
                 self.failures += 1
-                log.warning("heartbeat for trial id %s failed (%s); retrying", self._trial_id, type(exc).__name__)
+                log.warning(
+                    "heartbeat for trial id %s failed (%s); retrying", self._trial_id, type(exc).__name__
+                )
                 self._stop.wait(min(1.0, self._interval))
                 continue
             self._stop.wait(self._interval)

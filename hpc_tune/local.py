@@ -48,9 +48,11 @@ class _Child:
     log: Path
 
 
-def _spawn(loaded: LoadedConfig, index: int, env: Mapping[str, str], log_dir: Path, generation: int) -> _Child:
+def _spawn(
+    loaded: LoadedConfig, index: int, env: Mapping[str, str], log_dir: Path, generation: int
+) -> _Child:
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"local-worker-{index}" f"{'' if generation == 0 else f'.{generation}'}.log"
+    log = log_dir / f"local-worker-{index}{'' if generation == 0 else f'.{generation}'}.log"
     assert loaded.path is not None
     cmd = [sys.executable, "-m", "hpc_tune", "worker", "-c", str(loaded.path), "--worker-index", str(index)]
     with open(log, "ab") as out:
@@ -124,12 +126,16 @@ def _recover(study: optuna.Study, spec: object, loaded: LoadedConfig, pid: int, 
     recovered = []
     with study_lock(spec, loaded.config.study, loaded.study_dir, "budget"):  # type: ignore[arg-type]
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("pid") == pid and trial.user_attrs.get("host") == host and fail_trial(
-                study,
-                trial._trial_id,
-                "worker_killed",
-                study_dir=loaded.study_dir,
-                max_retry=loaded.config.worker.max_retry,
+            if (
+                trial.user_attrs.get("pid") == pid
+                and trial.user_attrs.get("host") == host
+                and fail_trial(
+                    study,
+                    trial._trial_id,
+                    "worker_killed",
+                    study_dir=loaded.study_dir,
+                    max_retry=loaded.config.worker.max_retry,
+                )
             ):
                 recovered.append(trial.number)
     return recovered
@@ -157,5 +163,3 @@ def first_worker_error(report: LocalReport) -> str | None:
             if line.startswith("Error: "):
                 return line.removeprefix("Error: ")
     return None
-
-

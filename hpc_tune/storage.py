@@ -144,14 +144,17 @@ def open_storage(
     try:
         return retry_transient(make_racing, attempts=max(1, tries), first_wait=1.0)
     except (IntegrityError, ProgrammingError) as exc:
-        raise StorageError(f"cannot set up the study tables: {first_line(exc, spec.url)}",
-                           redact_url(spec.url)) from None
+        raise StorageError(
+            f"cannot set up the study tables: {first_line(exc, spec.url)}", redact_url(spec.url)
+        ) from None
     except (OperationalError, DBAPIError) as exc:
         reason = first_line(exc, spec.url)
         if any(marker in reason for marker in _LOGIN_REFUSED):
             # Not transient: retrying later will not help, so not EX_TEMPFAIL.
-            raise StorageError(f"the database refused the login: {reason}; put the password in PGPASSFILE",
-                               redact_url(spec.url)) from None
+            raise StorageError(
+                f"the database refused the login: {reason}; put the password in PGPASSFILE",
+                redact_url(spec.url),
+            ) from None
         raise StorageUnavailableError(
             f"cannot reach the study database: {first_line(exc, spec.url)}", redact_url(spec.url)
         ) from None
@@ -201,7 +204,9 @@ def _lock_engine(url: str) -> sqlalchemy.Engine:
 
 
 @contextlib.contextmanager
-def study_lock(spec: StorageSpec, study_name: str, study_dir: Path, purpose: str = "budget") -> Iterator[None]:
+def study_lock(
+    spec: StorageSpec, study_name: str, study_dir: Path, purpose: str = "budget"
+) -> Iterator[None]:
     """A lock shared by every worker of the study, for "exactly once" work (budget, enqueues).
 
     PostgreSQL: a transaction-level advisory lock, so it works across nodes and is released even if the

@@ -20,13 +20,12 @@ import socket
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
-
-import warnings
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -207,7 +206,11 @@ class Worker:
             log.warning("USR2: walltime near; checkpointing at the next epoch boundary")
             self._walltime.set()
 
-        for sig, handler in ((signal.SIGTERM, interrupt), (signal.SIGINT, interrupt), (signal.SIGUSR2, walltime)):
+        for sig, handler in (
+            (signal.SIGTERM, interrupt),
+            (signal.SIGINT, interrupt),
+            (signal.SIGUSR2, walltime),
+        ):
             previous[sig] = signal.signal(sig, handler)
         return previous
 
@@ -282,11 +285,15 @@ class Worker:
             seed=seed,
             host=self.host,
             pid=self.pid,
-            slurm={k.removeprefix('slurm.'): v for k, v in self.slurm.user_attrs().items() if v is not None},
+            slurm={k.removeprefix("slurm."): v for k, v in self.slurm.user_attrs().items() if v is not None},
             retry_of=system_attrs.get("failed_trial"),
         )
-        attrs = {"host": self.host, "pid": self.pid, "reason": None,
-                 **{k: v for k, v in self.slurm.user_attrs().items() if v is not None}}
+        attrs = {
+            "host": self.host,
+            "pid": self.pid,
+            "reason": None,
+            **{k: v for k, v in self.slurm.user_attrs().items() if v is not None},
+        }
         for key, value in attrs.items():
             retry_transient(lambda k=key, v=value: trial.set_user_attr(k, v))
         write_trial(self.study_dir, record)
@@ -297,9 +304,12 @@ class Worker:
             with TrialHeartbeat(self.study._storage, trial._trial_id, self.config.worker.heartbeat_interval):
                 if self.task.kind == "objective":
                     value = float(self.task.fn(trial))
-                    for step, v in sorted(self.study._storage.get_trial(trial._trial_id).intermediate_values.items()):
-                        record.add_epoch({"epoch": step, self.config.metric: v}, self.config.metric,
-                                         self.config.direction)
+                    for step, v in sorted(
+                        self.study._storage.get_trial(trial._trial_id).intermediate_values.items()
+                    ):
+                        record.add_epoch(
+                            {"epoch": step, self.config.metric: v}, self.config.metric, self.config.direction
+                        )
                     state = TrialState.COMPLETE
                 else:
                     outcome = self._fit(trial, record, params, seed, faults, system_attrs)
@@ -315,8 +325,13 @@ class Worker:
             state, reason = TrialState.FAIL, abort.reason
         except WorkerInterrupted:
             self._finish_record(record, "FAIL", "interrupted", None, started)
-            fail_trial(self.study, trial._trial_id, "interrupted", study_dir=self.study_dir,
-                       max_retry=self.config.worker.max_retry)
+            fail_trial(
+                self.study,
+                trial._trial_id,
+                "interrupted",
+                study_dir=self.study_dir,
+                max_retry=self.config.worker.max_retry,
+            )
             raise
         except HpcTuneError:
             raise
@@ -410,7 +425,9 @@ class Worker:
             frozen = self.study._storage.get_trial(trial._trial_id)
             # A hand-on is not a failure: it is never refused by max_retry.
             enqueue_retry(
-                self.study, frozen, max_retry=len(frozen.system_attrs.get("retry_history", [])) + 1,
+                self.study,
+                frozen,
+                max_retry=len(frozen.system_attrs.get("retry_history", [])) + 1,
                 extra_system_attrs={"resume_checkpoint": str(checkpoint), "resumed_from": trial.number},
             )
         self._finish_record(record, "FAIL", "walltime", None, None)

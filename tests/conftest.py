@@ -64,12 +64,17 @@ class PostgresServer:
     def pg_ctl(self, *args: str) -> None:
         subprocess.run(
             [*self.run_as, str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), *args],
-            check=True, capture_output=True, text=True, timeout=60,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        opts = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
         self.pg_ctl("-o", opts, "-l", str(self.data_dir.parent / "server.log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -90,13 +95,13 @@ def postgres_server() -> Iterator[PostgresServer]:
     subprocess.run([*run_as, "mkdir", "-p", str(sockets)], check=True)
     result = subprocess.run(
         [*run_as, str(initdb), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         unavailable(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
     # A password-protected role over TCP (for the secrets tests); everything else trusted on loopback.
-    hba = ("host all tuner 127.0.0.1/32 scram-sha-256\n"
-           "host all all 127.0.0.1/32 trust\nlocal all all trust\n")
+    hba = "host all tuner 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\nlocal all all trust\n"
     subprocess.run([*run_as, "sh", "-c", f"cat > {data}/pg_hba.conf"], input=hba, text=True, check=True)
     server = PostgresServer(data, sockets, _free_port(), run_as)
     server.start()

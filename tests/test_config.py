@@ -28,21 +28,38 @@ def test_minimal_config_gets_defaults() -> None:
     ("raw", "message"),
     [
         (cfg(epocs=3), "unknown key 'epocs' (did you mean 'epochs'?) (hpctune.yaml)"),
-        (cfg(train={"batch_sise": 3}), "unknown key 'batch_sise' in train (did you mean 'batch_size'?) (hpctune.yaml)"),
-        (cfg(space={"lr": {"type": "float", "low": 1.0, "high": 0.1}}), "space.lr.low must be < high (hpctune.yaml)"),
-        (cfg(space={"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}),
-         "space.lr.low must be > 0 when log is true (hpctune.yaml)"),
-        (cfg(space={"lr": {"type": "floaty", "low": 0, "high": 1}}),
-         "space.lr.type must be one of float, int, categorical (hpctune.yaml)"),
-        (cfg(study="a;rm -rf"), "study: 'a;rm -rf' is not a valid study name (letters, digits, '_', '.', '-'; "
-                                "starts with a letter or digit; at most 128 characters) (hpctune.yaml)"),
+        (
+            cfg(train={"batch_sise": 3}),
+            "unknown key 'batch_sise' in train (did you mean 'batch_size'?) (hpctune.yaml)",
+        ),
+        (
+            cfg(space={"lr": {"type": "float", "low": 1.0, "high": 0.1}}),
+            "space.lr.low must be < high (hpctune.yaml)",
+        ),
+        (
+            cfg(space={"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}),
+            "space.lr.low must be > 0 when log is true (hpctune.yaml)",
+        ),
+        (
+            cfg(space={"lr": {"type": "floaty", "low": 0, "high": 1}}),
+            "space.lr.type must be one of float, int, categorical (hpctune.yaml)",
+        ),
+        (
+            cfg(study="a;rm -rf"),
+            "study: 'a;rm -rf' is not a valid study name (letters, digits, '_', '.', '-'; "
+            "starts with a letter or digit; at most 128 characters) (hpctune.yaml)",
+        ),
         (cfg(trials=0), "trials: Input should be greater than or equal to 1 (hpctune.yaml)"),
         ({"space": SPACE}, "study is required (hpctune.yaml)"),
         (cfg(baseline={"lrr": 1}), "baseline has 'lrr', which is not in space (hpctune.yaml)"),
-        (cfg(slurm={"time": "2 hours"}), "slurm.time: '2 hours' is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS) "
-                                         "(hpctune.yaml)"),
-        (cfg(slurm={"extra_sbatch": ["--x=1\n--y"]}), "slurm.extra_sbatch: '--x=1\\n--y' must be one line "
-                                                      "starting with -- (hpctune.yaml)"),
+        (
+            cfg(slurm={"time": "2 hours"}),
+            "slurm.time: '2 hours' is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS) (hpctune.yaml)",
+        ),
+        (
+            cfg(slurm={"extra_sbatch": ["--x=1\n--y"]}),
+            "slurm.extra_sbatch: '--x=1\\n--y' must be one line starting with -- (hpctune.yaml)",
+        ),
         ([1, 2], "the file must hold a mapping of keys (study:, space:, …) (hpctune.yaml)"),
     ],
 )
@@ -55,15 +72,27 @@ def test_bad_configs_name_the_key(raw: object, message: str) -> None:
 @pytest.mark.parametrize(
     ("space", "message"),
     [
-        ({"m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "sgd"}},
-          "opt": {"type": "categorical", "choices": ["sgd"]}},
-         "space.m.when refers to 'opt', which must be a parameter listed before it"),
-        ({"opt": {"type": "categorical", "choices": ["sgd"]},
-          "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "adam"}}},
-         "space.m.when: 'adam' is not a choice of 'opt' ('sgd')"),
-        ({"x": {"type": "int", "low": 0, "high": 3},
-          "m": {"type": "float", "low": 0, "high": 1, "when": {"x": 1}}},
-         "space.m.when: 'x' must be categorical"),
+        (
+            {
+                "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "sgd"}},
+                "opt": {"type": "categorical", "choices": ["sgd"]},
+            },
+            "space.m.when refers to 'opt', which must be a parameter listed before it",
+        ),
+        (
+            {
+                "opt": {"type": "categorical", "choices": ["sgd"]},
+                "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "adam"}},
+            },
+            "space.m.when: 'adam' is not a choice of 'opt' ('sgd')",
+        ),
+        (
+            {
+                "x": {"type": "int", "low": 0, "high": 3},
+                "m": {"type": "float", "low": 0, "high": 1, "when": {"x": 1}},
+            },
+            "space.m.when: 'x' must be categorical",
+        ),
     ],
 )
 def test_conditional_rules(space: dict[str, object], message: str) -> None:
@@ -97,20 +126,35 @@ def test_results_relative_to_config_file(tmp_path: Path) -> None:
 
 
 def test_lint_findings() -> None:
-    c = parse_config(cfg(
-        space={"lr": {"type": "float", "low": 0.0, "high": 0.1},
-               "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2},
-               "opt": {"type": "categorical", "choices": ["a", "b", "c"]}},
-        trials=2, epochs=10,
-        train={"schedule": {"t_max": 50}, "amp": "bf16"},
-        fidelity={"data_fraction": 0.3}, pruner={"type": "none"},
-    ))
+    c = parse_config(
+        cfg(
+            space={
+                "lr": {"type": "float", "low": 0.0, "high": 0.1},
+                "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2},
+                "opt": {"type": "categorical", "choices": ["a", "b", "c"]},
+            },
+            trials=2,
+            epochs=10,
+            train={"schedule": {"t_max": 50}, "amp": "bf16"},
+            fidelity={"data_fraction": 0.3},
+            pruner={"type": "none"},
+        )
+    )
     keys = [f.key for f in lint(c)]
     assert keys == ["space.lr", "space.weight_decay", "train.schedule.t_max", "fidelity", "slurm.gres"]
-    grid = parse_config(cfg(space={"opt": {"type": "categorical", "choices": ["a", "b", "c"]},
-                                   "n": {"type": "int", "low": 1, "high": 4}},
-                            trials=5, sampler={"type": "grid"}))
-    assert [f.message for f in lint(grid)] == ["the grid has 12 points but trials is 5; most of the grid will never run"]
+    grid = parse_config(
+        cfg(
+            space={
+                "opt": {"type": "categorical", "choices": ["a", "b", "c"]},
+                "n": {"type": "int", "low": 1, "high": 4},
+            },
+            trials=5,
+            sampler={"type": "grid"},
+        )
+    )
+    assert [f.message for f in lint(grid)] == [
+        "the grid has 12 points but trials is 5; most of the grid will never run"
+    ]
     assert lint(parse_config(cfg())) == []
 
 

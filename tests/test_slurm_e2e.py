@@ -20,19 +20,30 @@ from hpc_tune.config import load_config
 from hpc_tune.slurm import job_name_for, squeue_study
 from hpc_tune.storage import open_storage, resolve_storage
 from tests.conftest import write_config
-from tests.slurm_fixtures import SlurmCluster, wait_for_jobs, wait_until
+from tests.slurm_fixtures import SlurmCluster, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
 
 VENV_ACTIVATE = Path(sys.executable).parent / "activate"
 # Small tasks so that 4 run at once on the 8-CPU test node (DESIGN §9).
-TEST_SLURM = {"cpus_per_task": 1, "mem": "300M", "time": "10", "signal_grace_s": 30,
-              "setup": [f"source {shlex.quote(str(VENV_ACTIVATE))}"]}
+TEST_SLURM = {
+    "cpus_per_task": 1,
+    "mem": "300M",
+    "time": "10",
+    "signal_grace_s": 30,
+    "setup": [f"source {shlex.quote(str(VENV_ACTIVATE))}"],
+}
 
 
 def hpctune(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hpc_tune", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hpc_tune", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -75,8 +86,9 @@ def check_finished_study(cfg: Path, tasks: set[int], total: int) -> dict[str, ob
     study = study_of(cfg)
     trials = study.get_trials(deepcopy=False)
     state = budget_state(trials, total)
-    assert state.finished == total and state.running == 0 and state.waiting == 0, \
-        [(t.number, t.state.name) for t in trials]
+    assert state.finished == total and state.running == 0 and state.waiting == 0, [
+        (t.number, t.state.name) for t in trials
+    ]
     contributed = {t.user_attrs.get("slurm.array_task_id") for t in trials}
     assert tasks <= contributed, contributed  # every array task pulled trials from the one study
     summary_path = load_config(cfg).study_dir / "summary.json"
@@ -90,8 +102,9 @@ def test_submit_array_with_postgres_collects_after_all_tasks(
     tmp_path: Path, slurm_cluster: SlurmCluster, pg_secret_db: dict[str, str]
 ) -> None:
     study = "e2e-" + tmp_path.name[-8:].replace("_", "-")
-    cfg = write_config(tmp_path, study=study, storage=pg_secret_db["url"], trials=12, epochs=3,
-                       slurm=TEST_SLURM)
+    cfg = write_config(
+        tmp_path, study=study, storage=pg_secret_db["url"], trials=12, epochs=3, slurm=TEST_SLURM
+    )
     env = job_env(pg_secret_db)
     result = hpctune("submit", "-c", str(cfg), "--array", "0-3", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -114,8 +127,9 @@ def test_by_hand_sbatch_in_name_order(
     tmp_path: Path, slurm_cluster: SlurmCluster, pg_secret_db: dict[str, str]
 ) -> None:
     study = "hand-" + tmp_path.name[-8:].replace("_", "-")
-    cfg = write_config(tmp_path, study=study, storage=pg_secret_db["url"], trials=8, epochs=2,
-                       slurm=TEST_SLURM)
+    cfg = write_config(
+        tmp_path, study=study, storage=pg_secret_db["url"], trials=8, epochs=2, slurm=TEST_SLURM
+    )
     env = job_env(pg_secret_db)
     rendered = hpctune("render", "-c", str(cfg), "--array", "0-1", env=env, cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
@@ -131,8 +145,15 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(
     tmp_path: Path, slurm_cluster: SlurmCluster, pg_secret_db: dict[str, str]
 ) -> None:
     study = "wall-" + tmp_path.name[-8:].replace("_", "-")
-    cfg = write_config(tmp_path, study=study, storage=pg_secret_db["url"], trials=2, epochs=6,
-                       pruner={"type": "none"}, slurm=TEST_SLURM)
+    cfg = write_config(
+        tmp_path,
+        study=study,
+        storage=pg_secret_db["url"],
+        trials=2,
+        epochs=6,
+        pruner={"type": "none"},
+        slurm=TEST_SLURM,
+    )
     env = job_env(pg_secret_db)
     env["HPCTUNE_FAULT"] = "sleep@1:0.7#trial=0"  # test-only: slow epochs so the signal lands mid-trial
     result = hpctune("submit", "-c", str(cfg), "--array", "0", env=env, cwd=tmp_path)

@@ -31,7 +31,10 @@ def test_redact_hides_password_keeps_rest() -> None:
 
 def test_scrub_removes_password_from_driver_text() -> None:
     url = "postgresql://alice:hunter2@db/x"
-    assert scrub("could not connect: password hunter2 rejected", url) == "could not connect: password *** rejected"
+    assert (
+        scrub("could not connect: password hunter2 rejected", url)
+        == "could not connect: password *** rejected"
+    )
 
 
 def test_resolve_embedded_and_url(tmp_path: Path) -> None:

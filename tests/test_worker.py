@@ -30,7 +30,9 @@ from tests.conftest import wait_until, worker_env, write_config
 def start_worker(cfg: Path, index: int, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "hpc_tune", "worker", "-c", str(cfg), "--worker-index", str(index)],
-        env=worker_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=worker_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -82,8 +84,13 @@ def assert_study_consistent(study: optuna.Study, study_dir: Path, total: int, ep
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_four_workers_share_one_postgres_study_and_stop_at_budget(tmp_path: Path, pg_url: str) -> None:
-    cfg = write_config(tmp_path, storage=pg_url, trials=40, epochs=3,
-                       baseline={"lr": 0.01, "hidden": 16, "optimizer": "adamw"})
+    cfg = write_config(
+        tmp_path,
+        storage=pg_url,
+        trials=40,
+        epochs=3,
+        baseline={"lr": 0.01, "hidden": 16, "optimizer": "adamw"},
+    )
     procs = [start_worker(cfg, i) for i in range(4)]
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
@@ -153,15 +160,17 @@ def test_sigkilled_local_worker_is_recovered_by_parent(tmp_path: Path) -> None:
     loaded = load_config(cfg)
     results: dict[str, object] = {}
     thread = threading.Thread(
-        target=lambda: results.setdefault("report", run_local(
-            loaded, None, 2, environ=worker_env(HPCTUNE_FAULT="sleep@1:0.4"))),
+        target=lambda: results.setdefault(
+            "report", run_local(loaded, None, 2, environ=worker_env(HPCTUNE_FAULT="sleep@1:0.4"))
+        ),
     )
     thread.start()
     study, study_dir = load_when_created(cfg)
 
     def victim() -> optuna.trial.FrozenTrial | None:
-        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.intermediate_values]
+        running = [
+            t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.intermediate_values
+        ]
         return running[0] if running else None
 
     assert wait_until(lambda: victim() is not None, timeout=120)
@@ -220,8 +229,12 @@ def test_exception_in_task_is_recorded_and_worker_continues(tmp_path: Path) -> N
         "        trial.report(x * step, step)\n"
         "    return x\n"
     )
-    cfg = write_config(tmp_path, trials=3, task=f"{task}:objective",
-                       space={"lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True}})
+    cfg = write_config(
+        tmp_path,
+        trials=3,
+        task=f"{task}:objective",
+        space={"lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True}},
+    )
     proc = start_worker(cfg, 0)
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out

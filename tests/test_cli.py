@@ -1,0 +1,276 @@
+"""The CLI's exact output and exit codes (click's CliRunner), and bad input as one ``Error:`` line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from hpc_tune.cli import cli
+from hpc_tune.metrics import TrialRecord, write_trial
+from hpc_tune.storage import open_storage, resolve_storage
+from tests.conftest import write_config
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(cli, list(args), env=env, catch_exceptions=False, prog_name="hpctune")
+    return result.exit_code, result.stdout, result.stderr
+
+
+# --------------------------------------------------------------------------------------------- init / check
+
+
+def test_init_then_check_passes(tmp_path: Path) -> None:
+    target = tmp_path / "hpctune.yaml"
+    code, out, _ = invoke("init", "-o", str(target))
+    assert code == 0 and out == f"wrote {target}; next: hpctune check -c {target}\n"
+    code, out, _ = invoke("check", "-c", str(target))
+    assert code == 0
+    assert out == (
+        "ok: study digits-mlp, 5 parameters, 24 trials x 15 epochs, sampler tpe, pruner median, "
+        "storage embedded\n"
+    )
+    code, _, err = invoke("init", "-o", str(target))
+    assert code == 2 and err == f"Error: file exists; use --force to overwrite ({target})\n"
+
+
+def test_check_prints_warnings_then_ok(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, space={"lr": {"type": "float", "low": 0.001, "high": 0.1}})
+    code, out, _ = invoke("check", "-c", str(cfg))
+    assert code == 0
+    assert out == (
+        "warning: space.lr: spans orders of magnitude; add 'log: true'\n"
+        "ok: study t-digits, 1 parameters, 6 trials x 3 epochs, sampler tpe, pruner median, storage embedded "
+        "(1 warning)\n"
+    )
+
+
+BAD_INPUTS = [
+    (
+        "study: s\nspace:\n  lr: {type: float, low: 1\n",
+        2,
+        "Error: YAML syntax error at line 4, column 1: "
+        "expected ',' or '}', but got '<stream end>' (hpctune.yaml)\n",
+    ),
+    (
+        "study: s\nepocs: 3\nspace: {lr: {type: float, low: 0.1, high: 1}}\n",
+        2,
+        "Error: unknown key 'epocs' (did you mean 'epochs'?) (hpctune.yaml)\n",
+    ),
+    (
+        "study: s\nspace: {lr: {type: float, low: 1, high: 0.1}}\n",
+        2,
+        "Error: space.lr.low must be < high (hpctune.yaml)\n",
+    ),
+    (
+        "study: 'x; rm -rf /'\nspace: {lr: {type: float, low: 0.1, high: 1}}\n",
+        2,
+        "Error: study: 'x; rm -rf /' is not a valid study name (letters, digits, '_', '.', '-'; "
+        "starts with a letter or digit; at most 128 characters) (hpctune.yaml)\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "code", "error"), BAD_INPUTS)
+def test_bad_config_is_one_error_line(tmp_path: Path, text: str, code: int, error: str) -> None:
+    path = tmp_path / "hpctune.yaml"
+    path.write_text(text)
+    for command in ("check", "worker", "render"):
+        extra = ["--array", "0-3"] if command == "render" else []
+        got, out, err = invoke(command, "-c", str(path), *extra)
+        assert (got, out, err) == (code, "", error), command
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    code, _, err = invoke("check", "-c", str(tmp_path / "nope.yaml"))
+    assert code == 2 and err == f"Error: config file not found ({tmp_path / 'nope.yaml'})\n"
+
+
+@pytest.mark.parametrize("spec", ["3-1", "-1", "a-b", "0-3%0", "0-15:0", ""])
+def test_bad_array_spec(tmp_path: Path, spec: str) -> None:
+    cfg = write_config(tmp_path)
+    code, out, err = invoke("render", "-c", str(cfg), "--array", spec)
+    assert code == 2 and out == ""
+    assert err.startswith("Error: Invalid value for '--array': ") and err.endswith(
+        "(hpctune render --help)\n"
+    )
+    assert err.count("\n") == 1
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_unknown_option_is_one_line() -> None:
+    code, out, err = invoke("check", "--bogus")
+    assert (code, out, err) == (2, "", "Error: No such option '--bogus'. (hpctune check --help)\n")
+
+
+def test_unreachable_database_exits_75_with_password_redacted(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    url = "postgresql+psycopg2://alice:Sup3rSecret@127.0.0.1:1/optuna"
+    env = {**os.environ, "HPCTUNE_CONNECT_ATTEMPTS": "1"}
+    # A real process: this is what an array task sees, and no traceback may reach its log.
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpc_tune", "worker", "-c", str(cfg), "--storage", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 75
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach the study database: ")
+    assert lines[0].endswith("(postgresql+psycopg2://alice:***@127.0.0.1:1/optuna)")
+    assert "Sup3rSecret" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.postgres
+def test_wrong_password_is_refused_not_tempfail(tmp_path: Path, pg_secret_db: dict[str, str]) -> None:
+    cfg = write_config(tmp_path, storage=pg_secret_db["url"].replace("tuner@", "tuner:wrong@"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["HPCTUNE_CONNECT_ATTEMPTS"] = "1"
+    code, out, err = invoke("worker", "-c", str(cfg), env=env)
+    assert code == 3 and out == ""
+    assert err.startswith("Error: the database refused the login: ") and "wrong" not in err
+    assert "tuner:***@127.0.0.1" in err
+
+
+@pytest.mark.postgres
+def test_password_in_url_never_rendered(tmp_path: Path, pg_secret_db: dict[str, str]) -> None:
+    cfg = write_config(tmp_path, storage=pg_secret_db["url_with_password"])
+    code, out, err = invoke("render", "-c", str(cfg), "--array", "0-1")
+    assert code == 2 and out == ""
+    assert pg_secret_db["password"] not in err and "PGPASSFILE" in err
+    assert not (tmp_path / "jobs").exists()
+    code, out, err = invoke("check", "-c", str(cfg))
+    assert pg_secret_db["password"] not in out + err
+
+
+# --------------------------------------------------------------------------------------------- collect
+
+
+def make_fixture_study(tmp_path: Path) -> Path:
+    """A study with known trials on the embedded store, and their JSON records (one truncated)."""
+    cfg = write_config(
+        tmp_path,
+        study="fixture",
+        trials=7,
+        space={
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+            "opt": {"type": "categorical", "choices": ["adamw", "sgd"]},
+        },
+    )
+    study_dir = tmp_path / "runs" / "fixture"
+    storage = open_storage(resolve_storage(None, study_dir))
+    study = optuna.create_study(study_name="fixture", storage=storage, direction="maximize")
+    study.set_user_attr("metric", "val_acc")
+    study.set_user_attr("trials", 7)
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "opt": CategoricalDistribution(["adamw", "sgd"])}
+    rows = [
+        (0.01, "adamw", 0.91, TrialState.COMPLETE),
+        (0.002, "sgd", 0.95, TrialState.COMPLETE),
+        (0.05, "adamw", 0.5, TrialState.PRUNED),
+        (0.0003, "sgd", 0.97, TrialState.COMPLETE),
+        (0.09, "sgd", None, TrialState.FAIL),
+        (0.001, "adamw", 0.96, TrialState.COMPLETE),
+        (0.02, "sgd", 0.93, TrialState.COMPLETE),
+    ]
+    for number, (lr, opt, value, state) in enumerate(rows):
+        curve = {1: 0.5, 2: value or 0.4}
+        attrs = {"reason": "nonfinite_loss"} if state == TrialState.FAIL else {}
+        study.add_trial(
+            create_trial(
+                params={"lr": lr, "opt": opt},
+                distributions=dists,
+                state=state,
+                value=value if state == TrialState.COMPLETE else None,
+                intermediate_values=curve,
+                user_attrs={**attrs, "baseline": number == 0},
+            )
+        )
+        record = TrialRecord(
+            study="fixture",
+            trial=number,
+            params={"lr": lr, "opt": opt},
+            state=state.name,
+            value=value if state == TrialState.COMPLETE else None,
+        )
+        for epoch, v in curve.items():
+            record.add_epoch({"epoch": epoch, "val_acc": v}, "val_acc", "maximize")
+        write_trial(study_dir, record)
+    (study_dir / "trials" / "trial-6.json").write_text('{"schema_version": 1, "study": "fixt')  # truncated
+    return cfg
+
+
+def test_collect_exact_output_and_files(tmp_path: Path) -> None:
+    cfg = make_fixture_study(tmp_path)
+    study_dir = tmp_path / "runs" / "fixture"
+    code, out, err = invoke("collect", "fixture", "-c", str(cfg))
+    assert (code, err) == (0, "")
+    assert out == (
+        "study fixture: 7/7 finished (COMPLETE 5, PRUNED 1, FAIL 1, RUNNING 0, WAITING 0; 0 retried)\n"
+        "quarantined 1 file(s): trial-6.json\n"
+        "best: trial 3, val_acc 0.97, lr=0.0003, opt=sgd\n"
+        "baseline: trial 0, val_acc 0.91\n"
+        "top 5 by val_acc (maximize):\n"
+        "  rank  trial     val_acc  epochs  params\n"
+        "     1      3        0.97       2  lr=0.0003, opt=sgd\n"
+        "     2      5        0.96       2  lr=0.001, opt=adamw\n"
+        "     3      1        0.95       2  lr=0.002, opt=sgd\n"
+        "     4      6        0.93       2  lr=0.02, opt=sgd\n"
+        "     5      0        0.91       2  lr=0.01, opt=adamw\n"
+        f"summary: {study_dir / 'summary.json'}\n"
+        f"trials:  {study_dir / 'trials.csv'}\n"
+    )
+    summary = json.loads((study_dir / "summary.json").read_text())
+    assert summary["quarantined"] == [{"file": "trial-6.json", "why": summary["quarantined"][0]["why"]}]
+    assert summary["quarantined"][0]["why"].startswith("not valid JSON")
+    assert summary["reasons"] == {"nonfinite_loss": 1, "pruned": 1}
+    assert [t["trial"] for t in summary["top_k"]] == [3, 5, 1, 6, 0]
+    with open(study_dir / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["trial"] for r in rows] == [str(i) for i in range(7)]
+    assert (
+        rows[4]["state"] == "FAIL" and rows[4]["reason"] == "nonfinite_loss" and rows[4]["param_opt"] == "sgd"
+    )
+
+
+def test_collect_by_study_name_with_results_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_fixture_study(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hpctune.yaml").unlink()
+    code, out, _ = invoke("collect", "fixture", "--json")
+    assert code == 0 and json.loads(out)["best"]["trial"] == 3
+    code, _, err = invoke("collect", "nosuch")
+    assert (
+        code == 3
+        and err
+        == f"Error: no study 'nosuch' (no embedded store) ({tmp_path / 'runs' / 'nosuch' / 'journal.log'})\n"
+    )
+
+
+def test_local_run_end_to_end(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, trials=4, epochs=2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpc_tune", "run", "--local", "-w", "2", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("study t-digits: 4/4 finished")
+    assert lines[-2] == f"summary: {tmp_path / 'runs' / 't-digits' / 'summary.json'}"
+    data = yaml.safe_load((tmp_path / "runs" / "t-digits" / "summary.json").read_text())
+    assert data["budget"] == {"trials": 4, "finished": 4, "retried": 0}
