@@ -133,7 +133,7 @@ def run_side(side: str, url: str, trials: int, workers: int, seed: int, workdir:
     start_wall = time.time()
     start = time.perf_counter()
     procs = []
-    for cmd, log in zip(cmds, logs):
+    for cmd, log in zip(cmds, logs, strict=True):
         with open(log, "wb") as out:
             procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO))
     codes = [p.wait() for p in procs]
@@ -178,8 +178,9 @@ def main() -> int:
     from _pg import pg_server  # benchmarks/ is sys.path[0] when run as a script
 
     print(
-        f"orchestration: {args.workers} processes, {args.trials} trials, trivial objective ({STEPS} reports), "
-        f"TPE {TPE}, PostgreSQL, optuna {optuna.__version__}, {os.cpu_count()} CPUs"
+        f"orchestration: {args.workers} processes, {args.trials} trials, "
+        f"trivial objective ({STEPS} reports), TPE {TPE}, PostgreSQL, "
+        f"optuna {optuna.__version__}, {os.cpu_count()} CPUs"
     )
     results: list[RunResult] = []
     ok = True

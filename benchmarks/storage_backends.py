@@ -91,15 +91,30 @@ def run_backend(backend: str, target: str, processes: int, trials: int, sampler:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", BENCH_TARGET=target)
     start = time.perf_counter()
     procs = [
-        subprocess.Popen([sys.executable, str(HERE), "--child", backend, "--index", str(i), "--trials", str(trials),
-                          "--sampler", sampler], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE),
+                "--child",
+                backend,
+                "--index",
+                str(i),
+                "--trials",
+                str(trials),
+                "--sampler",
+                sampler,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         for i in range(processes)
     ]
     outputs = [p.communicate() for p in procs]
     wall = time.perf_counter() - start
     lock = other = 0
     first = ""
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (out, err) in zip(procs, outputs, strict=True):
         lines = out.decode().strip().splitlines()
         if proc.returncode != 0 or not lines:
             raise SystemExit(f"{backend} child exited {proc.returncode}:\n{err.decode()[-2000:]}")
@@ -108,8 +123,11 @@ def run_backend(backend: str, target: str, processes: int, trials: int, sampler:
         other += report["errors"]["other"]
         first = first or report["first_error"]
     storage = open_storage(backend, target)
-    finished = sum(1 for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False)
-                   if t.state.is_finished())
+    finished = sum(
+        1
+        for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False)
+        if t.state.is_finished()
+    )
     if isinstance(storage, optuna.storages.RDBStorage):
         storage.engine.dispose()
     return RunResult(backend, wall, finished, lock, other, first)
@@ -120,11 +138,19 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--trials", type=int, default=100, help="trials per process")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sampler", choices=("random", "tpe"), default="random",
-                        help="random (default) isolates the storage; tpe reads every trial per ask")
+    parser.add_argument(
+        "--sampler",
+        choices=("random", "tpe"),
+        default="random",
+        help="random (default) isolates the storage; tpe reads every trial per ask",
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--storage", default=None, metavar="URL",
-                        help="an existing PostgreSQL whose role may CREATE DATABASE (default: a throw-away one)")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="an existing PostgreSQL whose role may CREATE DATABASE (default: a throw-away one)",
+    )
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -134,12 +160,16 @@ def main() -> int:
 
     from _pg import pg_server
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
         parser.error(f"unknown backend(s) {unknown}; choose from {BACKENDS}")
-    print(f"storage backends: {args.processes} processes x {args.trials} trials, trivial objective, "
-          f"{args.sampler} sampler, optuna {optuna.__version__}, {os.cpu_count()} CPUs")
+    print(
+        f"storage backends: {args.processes} processes x {args.trials} trials, trivial objective, "
+        f"{args.sampler} sampler, optuna {optuna.__version__}, {os.cpu_count()} CPUs"
+    )
     results: list[RunResult] = []
     needs_pg = "postgres" in backends
     with tempfile.TemporaryDirectory(prefix="hpctune-bench-storage-") as tmp:
@@ -158,9 +188,12 @@ def main() -> int:
                     res = run_backend(backend, target, args.processes, args.trials, args.sampler)
                     results.append(res)
                     note = f"  first error: {res.first_error}" if res.first_error else ""
-                    print(f"  run {r + 1} {backend:8s} wall {res.wall_s:6.2f} s  {res.rate:6.1f} trials/s  "
-                          f"finished {res.finished}/{args.processes * args.trials}  "
-                          f"lock errors {res.lock_errors}  other errors {res.other_errors}{note}", flush=True)
+                    print(
+                        f"  run {r + 1} {backend:8s} wall {res.wall_s:6.2f} s  {res.rate:6.1f} trials/s  "
+                        f"finished {res.finished}/{args.processes * args.trials}  "
+                        f"lock errors {res.lock_errors}  other errors {res.other_errors}{note}",
+                        flush=True,
+                    )
         finally:
             if pg_ctx is not None:
                 pg_ctx.__exit__(None, None, None)
@@ -171,8 +204,11 @@ def main() -> int:
         runs = [x for x in results if x.backend == b]
         rates = ", ".join(f"{x.rate:.1f}" for x in runs)
         rel = f"  ({medians[b] / medians['journal']:.2f}x journal)" if "journal" in medians else ""
-        print(f"  {b:8s} {medians[b]:6.1f} trials/s (runs: {rates}){rel}  "
-              f"lock errors {sum(x.lock_errors for x in runs)}  other errors {sum(x.other_errors for x in runs)}")
+        lock, other = sum(x.lock_errors for x in runs), sum(x.other_errors for x in runs)
+        print(
+            f"  {b:8s} {medians[b]:6.1f} trials/s (runs: {rates}){rel}  lock errors {lock}  "
+            f"other errors {other}"
+        )
     return 0
 
 

@@ -393,9 +393,18 @@ def status(study: str | None, config_path: Path | None, storage: str | None) -> 
 def cancel(config_path: Path) -> None:
     """Cancel the study's SLURM jobs; workers fail and re-enqueue their running trials on the way out."""
     from hpc_tune.submit import cancel as cancel_jobs
+    from hpc_tune.worker import fail_trials_of_jobs
 
-    ids = cancel_jobs(_load(config_path))
-    click.echo(f"cancelled job(s): {', '.join(ids)}" if ids else "no active job of this study")
+    loaded = _load(config_path)
+    ids = cancel_jobs(loaded)
+    if not ids:
+        click.echo("no active job of this study")
+        return
+    click.echo(f"cancelled job(s): {', '.join(ids)}")
+    # Workers fail their trials on SIGTERM; one that was SIGKILLed first would leave its trial RUNNING.
+    failed = fail_trials_of_jobs(loaded, ids)
+    if failed:
+        click.echo(f"failed and re-enqueued trial(s) left running by cancelled tasks: {failed}")
 
 
 def _loaded_for(study: str | None, config_path: Path | None, storage: str | None) -> LoadedConfig | None:

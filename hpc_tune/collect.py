@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpc_tune.budget import budget_state, retried_numbers
+from hpc_tune.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
 from hpc_tune.errors import StudyNotFoundError
 from hpc_tune.metrics import (
     SCHEMA_VERSION,
@@ -79,6 +80,8 @@ def _row(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -
         "host": trial.user_attrs.get("host"),
         "array_task_id": trial.user_attrs.get("slurm.array_task_id"),
         "baseline": bool(trial.user_attrs.get("baseline")),
+        "phase": trial.user_attrs.get(PHASE_ATTR),
+        "promoted_from": trial.user_attrs.get(PROMOTED_ATTR),
     }
 
 
@@ -96,16 +99,27 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
         r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None and math.isfinite(r["value"])
     ]
     complete.sort(key=lambda r: r["value"], reverse=maximize)
-    top = [
-        {
-            "trial": r["trial"],
-            "value": r["value"],
-            "params": r["params"],
-            "epochs": r["epochs"],
-            "best_epoch": r["best_epoch"],
-        }
-        for r in complete[:TOP_K]
-    ]
+    # Screening values (a data subset, fewer epochs) are not comparable with full-fidelity ones: once trials
+    # were promoted, the ranking is theirs, and the screening ranking is reported beside it.
+    promoted = [r for r in complete if r["promoted_from"] is not None]
+    top = [_top_entry(r) for r in (promoted or complete)[:TOP_K]]
+    extra: dict[str, Any] = {}
+    if any(r["promoted_from"] is not None for r in rows):
+        value_of = {r["trial"]: r["value"] for r in rows}
+        extra["screening_top_k"] = [_top_entry(r) for r in complete if r["promoted_from"] is None][:TOP_K]
+        extra["promoted"] = [
+            {
+                "trial": r["trial"],
+                "promoted_from": r["promoted_from"],
+                "state": r["state"],
+                "value": r["value"],
+                "screening_value": value_of.get(r["promoted_from"]),
+            }
+            for r in rows
+            if r["promoted_from"] is not None
+        ]
+    if any(r["phase"] is not None for r in rows):
+        extra["phases"] = _phases(rows, study.user_attrs, maximize)
     baseline = next((r for r in rows if r["baseline"]), None)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -119,16 +133,33 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
         "top_k": top,
         "baseline": None
         if baseline is None
-        else {
-            "trial": baseline["trial"],
-            "state": baseline["state"],
-            "value": baseline["value"],
-            "params": baseline["params"],
-        },
+        else {k: baseline[k] for k in ("trial", "state", "value", "params")},
         "reasons": _count_reasons(rows),
+        **extra,
         "quarantined": loaded.quarantined,
         "trials": rows,
     }
+
+
+def _top_entry(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("trial", "value", "params", "epochs", "best_epoch")}
+
+
+def _phases(rows: list[dict[str, Any]], study_attrs: dict[str, Any], maximize: bool) -> list[dict[str, Any]]:
+    out = []
+    for phase in sorted({r["phase"] for r in rows if r["phase"] is not None}):
+        members = [r for r in rows if r["phase"] == phase]
+        values = [r["value"] for r in members if r["state"] == "COMPLETE" and r["value"] is not None]
+        best = (max(values) if maximize else min(values)) if values else None
+        out.append(
+            {
+                "phase": phase,
+                "trials": len(members),
+                "best_value": best,
+                "pinned": study_attrs.get(phase_fixed_key(phase), {}),
+            }
+        )
+    return out
 
 
 def _count_reasons(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -155,6 +186,8 @@ def trials_csv(summary: dict[str, Any]) -> str:
         "host",
         "array_task_id",
         "baseline",
+        "phase",
+        "promoted_from",
     ]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

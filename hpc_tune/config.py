@@ -193,6 +193,19 @@ class Config(_Strict):
                 raise ValueError(f"phases name '{unknown[0]}', which is not in space")
             if len(listed) != len(set(listed)):
                 raise ValueError("phases list a parameter twice")
+            if len(self.phases) > self.trials:
+                raise ValueError(f"{len(self.phases)} phases need at least as many trials")
+            later = [p for phase in self.phases[1:] for p in phase]
+            missing = [p for p in later if p not in (self.baseline or {}) and not self.space[p].when]
+            if missing:
+                raise ValueError(
+                    f"phases: '{missing[0]}' is tuned in a later phase, so baseline needs its value "
+                    "for the phases before"
+                )
+            if self.fidelity is not None and self.fidelity.promote_top:
+                raise ValueError(
+                    "phases and fidelity.promote_top cannot be combined (yet): run them as two studies"
+                )
         if self.sampler.type == "grid":
             if grid_size(self.space) is None:
                 raise ValueError(

@@ -30,7 +30,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpc_tune.budget import budget_state, enqueue_retry
+from hpc_tune.budget import enqueue_retry
+from hpc_tune.campaign import PHASE_ATTR, decide, is_promoted
 from hpc_tune.config import LoadedConfig
 from hpc_tune.errors import HpcTuneError, TrialAbort
 from hpc_tune.heartbeat import TrialHeartbeat
@@ -167,6 +168,31 @@ def limit_threads(environ: Mapping[str, str]) -> None:
         torch.set_num_threads(int(cpus))
 
 
+def fail_trials_of_jobs(loaded: LoadedConfig, job_ids: list[str], timeout: float = 90.0) -> list[int]:
+    """After ``scancel``: wait until the jobs are gone, then fail (and re-enqueue) their RUNNING trials."""
+    from hpc_tune.slurm import job_name_for, squeue_study
+
+    deadline = time.monotonic() + timeout
+    name = job_name_for(loaded.config.study)
+    while time.monotonic() < deadline and any(
+        t.active and t.array_job_id in job_ids for t in squeue_study(name)
+    ):
+        time.sleep(1.0)
+    study, spec = open_study(loaded, None, with_heartbeat=False)
+    failed = []
+    with study_lock(spec, loaded.config.study, loaded.study_dir, "budget"):
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if str(trial.user_attrs.get("slurm.array_job_id")) in job_ids and fail_trial(
+                study,
+                trial._trial_id,
+                "cancelled",
+                study_dir=loaded.study_dir,
+                max_retry=loaded.config.worker.max_retry,
+            ):
+                failed.append(trial.number)
+    return failed
+
+
 class Worker:
     def __init__(
         self,
@@ -186,6 +212,7 @@ class Worker:
         self.faults: list[Fault] = parse_faults(self.environ.get("HPCTUNE_FAULT"))
         self.task: LoadedTask = load_task(self.config.task, loaded.root)
         self.study, self.spec = open_study(loaded, storage_url, worker_index=worker_index)
+        self.sampler = self.study.sampler
         limit_threads(self.environ)
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -251,22 +278,41 @@ class Worker:
     def _reserve(self) -> optuna.Trial | None:
         """Count and ask as one step under the study lock, so N workers never overshoot the budget."""
 
-        def attempt() -> tuple[optuna.Trial | None, int]:
+        def attempt() -> tuple[optuna.Trial | None, str, int]:
             with study_lock(self.spec, self.config.study, self.study_dir, "budget"):
                 optuna.storages.fail_stale_trials(self.study)
-                state = budget_state(self.study.get_trials(deepcopy=False), self.config.trials)
-                if state.exhausted:
-                    return None, state.running
-                return self.study.ask(), 0
+                trials = self.study.get_trials(deepcopy=False)
+                decision = decide(self.config, trials, self.study.user_attrs)
+                running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+                if decision.kind != "ask":
+                    return None, decision.kind, running
+                for key, value in decision.study_attrs.items():
+                    self.study.set_user_attr(key, value)
+                for params, attrs in decision.enqueue:
+                    self.study.enqueue_trial(params, user_attrs=attrs)
+                self.study.sampler = (
+                    optuna.samplers.PartialFixedSampler(decision.fixed, self.sampler)
+                    if decision.fixed
+                    else self.sampler
+                )
+                trial = self.study.ask()
+                if decision.phase is not None and PHASE_ATTR not in trial.user_attrs:
+                    trial.set_user_attr(PHASE_ATTR, decision.phase)
+                return trial, "ask", running
 
         # With the budget used, linger one grace period while other trials run: if one of their workers
         # died, its trial turns stale within that time and its retry must not be left WAITING with no worker.
         beat = self.config.worker
         linger_until = time.monotonic() + beat.grace_period + beat.heartbeat_interval
         while True:
-            trial, running = retry_transient(attempt)
-            if trial is not None or running == 0 or not TrialHeartbeat.enabled(self.study._storage):
+            trial, kind, running = retry_transient(attempt)
+            if trial is not None:
                 return trial
+            if kind == "wait":  # screening trials still running: promotion needs all of their results
+                time.sleep(beat.heartbeat_interval)
+                continue
+            if running == 0 or not TrialHeartbeat.enabled(self.study._storage):
+                return None
             if time.monotonic() >= linger_until:
                 return None
             time.sleep(beat.heartbeat_interval)
@@ -277,11 +323,15 @@ class Worker:
         system_attrs = frozen.system_attrs
         params = suggest(trial, self.config.space)
         seed = self.config.train.seed
+        full = self.config.fidelity is None or is_promoted(frozen)
+        epochs = self.config.epochs if full else self.config.effective_epochs()
+        data_fraction = 1.0 if full else self.config.fidelity.data_fraction  # type: ignore[union-attr]
         record = TrialRecord(
             study=self.config.study,
             trial=trial.number,
             params=params,
-            fidelity={"data_fraction": (self.config.fidelity.data_fraction if self.config.fidelity else 1.0)},
+            fidelity={"data_fraction": data_fraction, "epochs": epochs},
+            phase=frozen.user_attrs.get(PHASE_ATTR),
             seed=seed,
             host=self.host,
             pid=self.pid,
@@ -312,7 +362,7 @@ class Worker:
                         )
                     state = TrialState.COMPLETE
                 else:
-                    outcome = self._fit(trial, record, params, seed, faults, system_attrs)
+                    outcome = self._fit(trial, record, params, seed, faults, system_attrs, full, epochs)
                     if outcome == "WALLTIME":
                         return "WALLTIME"
                     value = (record.best or {}).get(self.config.metric)
@@ -350,6 +400,8 @@ class Worker:
         seed: int,
         faults: list[Fault],
         system_attrs: Mapping[str, Any],
+        full: bool,
+        epochs: int,
     ) -> str | None:
         from hpc_tune.train.engine import fit  # torch import is paid only by workers that train
 
@@ -365,7 +417,9 @@ class Worker:
             resume = True
 
         metric, direction = self.config.metric, self.config.direction
-        epochs = self.config.effective_epochs()
+        # Promoted trials run at another fidelity: their curves are not comparable with the screening ones
+        # the pruner has seen, and they are the few chosen to run in full anyway.
+        may_prune = not (full and self.config.fidelity is not None)
 
         def on_epoch(epoch_record: dict[str, Any]) -> None:
             record.add_epoch(epoch_record, metric, direction)
@@ -376,12 +430,12 @@ class Worker:
             step = int(epoch_record["epoch"])
             retry_transient(lambda: trial.report(float(value), step))
             # After the last epoch there is nothing left to save: a finished curve is a result, not a prune.
-            if step < epochs and trial.should_prune():
+            if may_prune and step < epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {step}")
 
         if resume:
             self._replay(trial, record, int(system_attrs.get("resumed_from", -1)))
-        parts = self.task.build(params, self.config.fidelity, seed, self.config.train)
+        parts = self.task.build(params, None if full else self.config.fidelity, seed, self.config.train)
         result = fit(
             parts,
             epochs=epochs,

@@ -120,6 +120,9 @@ def test_submit_array_with_postgres_collects_after_all_tasks(
     collect_log = next(logs.glob("collect-*.out")).read_text()
     assert f"study {study}: 12/12 finished" in collect_log
     assert summary["counts"]["RUNNING"] == 0  # type: ignore[index]
+    status = hpctune("status", "-c", str(cfg), env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"study {study}: 12/12 finished (COMPLETE ")
     assert_password_nowhere(pg_secret_db, tmp_path / "jobs", load_config(cfg).study_dir)
 
 
@@ -186,3 +189,42 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(
     assert not list((load_config(cfg).study_dir / "checkpoints").glob("*.pt"))
     state = budget_state(trials, 2)
     assert state.finished == 2 and state.running == 0 and state.waiting == 0
+
+
+def test_cancel_leaves_no_running_trial(
+    tmp_path: Path, slurm_cluster: SlurmCluster, pg_secret_db: dict[str, str]
+) -> None:
+    study = "cancel-" + tmp_path.name[-8:].replace("_", "-")
+    cfg = write_config(
+        tmp_path,
+        study=study,
+        storage=pg_secret_db["url"],
+        trials=8,
+        epochs=30,
+        pruner={"type": "none"},
+        slurm=TEST_SLURM,
+    )
+    env = job_env(pg_secret_db)
+    env["HPCTUNE_FAULT"] = "sleep@1:0.5"  # test-only: long trials, so they are running when cancelled
+    assert hpctune("submit", "-c", str(cfg), "--array", "0-1", env=env, cwd=tmp_path).returncode == 0
+    holder: list[optuna.Study] = []
+
+    def two_running() -> bool:
+        try:
+            if not holder:
+                holder.append(study_of(cfg))
+            running = holder[0].get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            return False
+        return len(running) == 2 and all(t.intermediate_values for t in running)
+
+    assert wait_until(two_running, timeout=120) is not None
+    result = hpctune("cancel", "-c", str(cfg), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("cancelled job(s): ")
+    wait_for_study_jobs(study, timeout=120)
+    trials = study_of(cfg).get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and {t.user_attrs["reason"] for t in failed} <= {"interrupted", "cancelled"}
+    assert len([t for t in trials if t.state == TrialState.WAITING]) == 2  # re-enqueued: a resubmit goes on
