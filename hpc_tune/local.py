@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 
 from hpc_tune.budget import budget_state
 from hpc_tune.config import LoadedConfig
-from hpc_tune.storage import study_lock
-from hpc_tune.worker import fail_trial, open_study
+from hpc_tune.storage import StorageSpec
+from hpc_tune.worker import fail_running_trials, open_study
 
 POLL_S = 0.5
 
@@ -122,23 +122,14 @@ def run_local(
     return report
 
 
-def _recover(study: optuna.Study, spec: object, loaded: LoadedConfig, pid: int, host: str) -> list[int]:
-    recovered = []
-    with study_lock(spec, loaded.config.study, loaded.study_dir, "budget"):  # type: ignore[arg-type]
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if (
-                trial.user_attrs.get("pid") == pid
-                and trial.user_attrs.get("host") == host
-                and fail_trial(
-                    study,
-                    trial._trial_id,
-                    "worker_killed",
-                    study_dir=loaded.study_dir,
-                    max_retry=loaded.config.worker.max_retry,
-                )
-            ):
-                recovered.append(trial.number)
-    return recovered
+def _recover(study: optuna.Study, spec: StorageSpec, loaded: LoadedConfig, pid: int, host: str) -> list[int]:
+    return fail_running_trials(
+        study,
+        spec,
+        loaded,
+        lambda t: t.user_attrs.get("pid") == pid and t.user_attrs.get("host") == host,
+        "worker_killed",
+    )
 
 
 def study_counts(study: optuna.Study) -> dict[str, int]:

@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -179,13 +179,26 @@ def fail_trials_of_jobs(loaded: LoadedConfig, job_ids: list[str], timeout: float
     ):
         time.sleep(1.0)
     study, spec = open_study(loaded, None, with_heartbeat=False)
+    return fail_running_trials(
+        study, spec, loaded, lambda t: str(t.user_attrs.get("slurm.array_job_id")) in job_ids, "cancelled"
+    )
+
+
+def fail_running_trials(
+    study: optuna.Study,
+    spec: StorageSpec,
+    loaded: LoadedConfig,
+    belongs: Callable[[FrozenTrial], bool],
+    reason: str,
+) -> list[int]:
+    """Fail and re-enqueue the RUNNING trials of a worker that cannot do it itself (killed, cancelled)."""
     failed = []
     with study_lock(spec, loaded.config.study, loaded.study_dir, "budget"):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if str(trial.user_attrs.get("slurm.array_job_id")) in job_ids and fail_trial(
+            if belongs(trial) and fail_trial(
                 study,
                 trial._trial_id,
-                "cancelled",
+                reason,
                 study_dir=loaded.study_dir,
                 max_retry=loaded.config.worker.max_retry,
             ):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
+from torch.utils.data import TensorDataset
 
 from hpc_tune.config import FidelityConfig
 from hpc_tune.errors import TaskError
@@ -69,6 +70,17 @@ def subsample_train(train_idx: np.ndarray, labels: np.ndarray, fidelity: Fidelit
         train_idx, train_size=keep, stratify=labels[train_idx], random_state=SPLIT_SEED
     )
     return np.sort(kept)
+
+
+def tensor_datasets(
+    x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, fidelity: FidelityConfig | None
+) -> tuple[TensorDataset, TensorDataset]:
+    """In-memory TensorDatasets (the engine slices whole batches out of them instead of collating per sample);
+    the train part is subsampled by the fidelity, the val part never."""
+    train_idx = subsample_train(train_idx, y, fidelity)
+    train = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
+    val = TensorDataset(torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx]))
+    return train, val
 
 
 def batch_size_of(params: Mapping[str, Any], default: int) -> int:

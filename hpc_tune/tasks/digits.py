@@ -23,7 +23,7 @@ from hpc_tune.tasks.common import (
     batch_size_of,
     optimizer_factory,
     stratified_split,
-    subsample_train,
+    tensor_datasets,
 )
 
 N_FEATURES = 64
@@ -57,12 +57,7 @@ def make_mlp(hidden: int, layers: int = 2, dropout: float = 0.0) -> nn.Sequentia
 
 
 def datasets(fidelity: FidelityConfig | None = None) -> tuple[TensorDataset, TensorDataset]:
-    x, y, train_idx, val_idx = _data()
-    train_idx = subsample_train(train_idx, y, fidelity)
-    # In-memory TensorDatasets: the engine slices whole batches out of them instead of collating per sample.
-    train = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
-    val = TensorDataset(torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx]))
-    return train, val
+    return tensor_datasets(*_data(), fidelity)
 
 
 def build(

@@ -26,7 +26,7 @@ from hpc_tune.tasks.common import (
     batch_size_of,
     optimizer_factory,
     stratified_split,
-    subsample_train,
+    tensor_datasets,
 )
 
 SIZE = 24
@@ -86,11 +86,7 @@ def make_cnn(channels: int = 16, dropout: float = 0.0) -> nn.Sequential:
 
 
 def datasets(fidelity: FidelityConfig | None = None) -> tuple[TensorDataset, TensorDataset]:
-    x, y, train_idx, val_idx = _data()
-    train_idx = subsample_train(train_idx, y, fidelity)
-    train = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
-    val = TensorDataset(torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx]))
-    return train, val
+    return tensor_datasets(*_data(), fidelity)
 
 
 def build(

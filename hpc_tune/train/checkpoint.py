@@ -8,15 +8,14 @@ and plain Python values so that loading works with ``weights_only=True`` (no arb
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from hpc_tune.metrics import atomic_open
 
 CHECKPOINT_VERSION = 1
 
@@ -59,19 +58,8 @@ def _python_state_to_plain(state: tuple[Any, ...]) -> list[Any]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"version": CHECKPOINT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(Path(path), "wb") as handle:
+        torch.save({"version": CHECKPOINT_VERSION, **state}, handle)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
