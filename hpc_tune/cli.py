@@ -392,8 +392,9 @@ def status(study: str | None, config_path: Path | None, storage: str | None) -> 
 @config_option
 def cancel(config_path: Path) -> None:
     """Cancel the study's SLURM jobs; workers fail and re-enqueue their running trials on the way out."""
+    from hpc_tune.recovery import fail_trials_of_jobs
     from hpc_tune.submit import cancel as cancel_jobs
-    from hpc_tune.worker import fail_trials_of_jobs
+    from hpc_tune.worker import open_study
 
     loaded = _load(config_path)
     ids = cancel_jobs(loaded)
@@ -402,7 +403,8 @@ def cancel(config_path: Path) -> None:
         return
     click.echo(f"cancelled job(s): {', '.join(ids)}")
     # Workers fail their trials on SIGTERM; one that was SIGKILLed first would leave its trial RUNNING.
-    failed = fail_trials_of_jobs(loaded, ids)
+    study, spec = open_study(loaded, None, with_heartbeat=False)
+    failed = fail_trials_of_jobs(study, spec, loaded, ids)
     if failed:
         click.echo(f"failed and re-enqueued trial(s) left running by cancelled tasks: {failed}")
 

@@ -21,8 +21,9 @@ from optuna.trial import TrialState
 
 from hpc_tune.budget import budget_state
 from hpc_tune.config import LoadedConfig
+from hpc_tune.recovery import fail_running_trials
 from hpc_tune.storage import StorageSpec
-from hpc_tune.worker import fail_running_trials, open_study
+from hpc_tune.worker import open_study
 
 POLL_S = 0.5
 

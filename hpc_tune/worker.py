@@ -12,6 +12,7 @@ what was learned). Guarantees, each covered by a test:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,14 +22,14 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from hpc_tune.budget import enqueue_retry
 from hpc_tune.campaign import PHASE_ATTR, decide, is_promoted
@@ -36,6 +37,7 @@ from hpc_tune.config import LoadedConfig
 from hpc_tune.errors import HpcTuneError, TrialAbort
 from hpc_tune.heartbeat import TrialHeartbeat
 from hpc_tune.metrics import TrialRecord, now_iso, read_trial_json, trial_path, write_trial
+from hpc_tune.recovery import StaleTrialHandler, fail_trial
 from hpc_tune.slurm import SlurmEnv, requeue_own_task
 from hpc_tune.space import suggest
 from hpc_tune.storage import StorageSpec, open_storage, resolve_storage, retry_transient, study_lock
@@ -52,7 +54,6 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 # Exit codes a scheduler can act on.
 EXIT_OK = 0
 EXIT_INTERRUPTED = 143  # SIGTERM/SIGINT: the trial was failed and re-enqueued
-EXIT_REQUEUED = 0  # walltime: checkpointed and requeued; not an error for SLURM
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -111,49 +112,6 @@ def open_study(
     return study, spec
 
 
-class StaleTrialHandler:
-    """Optuna's heartbeat-stale callback: mark the dead trial's JSON, then retry it with the same params."""
-
-    def __init__(self, study_dir: Path, max_retry: int) -> None:
-        self.study_dir = study_dir
-        self.max_retry = max_retry
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        mark_trial_json(self.study_dir, trial.number, "FAIL", "heartbeat_stale")
-        enqueue_retry(study, trial, self.max_retry)
-
-
-def mark_trial_json(study_dir: Path, number: int, state: str, reason: str, **extra: Any) -> None:
-    """Finish the JSON of a trial whose own worker cannot (it was killed): keep its epochs, set the state."""
-    data = read_trial_json(trial_path(study_dir, number))
-    if data is None:
-        return
-    record = TrialRecord(**{k: v for k, v in data.items() if k in TrialRecord.__dataclass_fields__})
-    record.state, record.reason = state, reason
-    record.finished_at = record.finished_at or now_iso()
-    for key, value in extra.items():
-        setattr(record, key, value)
-    write_trial(study_dir, record)
-
-
-def fail_trial(
-    study: optuna.Study, trial_id: int, reason: str, *, study_dir: Path, max_retry: int, retry: bool = True
-) -> bool:
-    """Fail a RUNNING trial on behalf of a dead or interrupted worker and re-enqueue it; False if finished."""
-    storage = study._storage
-    try:
-        storage.set_trial_user_attr(trial_id, "reason", reason)
-        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            return False
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False
-    frozen = storage.get_trial(trial_id)
-    mark_trial_json(study_dir, frozen.number, "FAIL", reason)
-    if retry:
-        enqueue_retry(study, frozen, max_retry)
-    return True
-
-
 def limit_threads(environ: Mapping[str, str]) -> None:
     """Use the CPUs SLURM gave this task, not every core of the node (torch's default).
 
@@ -166,44 +124,6 @@ def limit_threads(environ: Mapping[str, str]) -> None:
         import torch
 
         torch.set_num_threads(int(cpus))
-
-
-def fail_trials_of_jobs(loaded: LoadedConfig, job_ids: list[str], timeout: float = 90.0) -> list[int]:
-    """After ``scancel``: wait until the jobs are gone, then fail (and re-enqueue) their RUNNING trials."""
-    from hpc_tune.slurm import job_name_for, squeue_study
-
-    deadline = time.monotonic() + timeout
-    name = job_name_for(loaded.config.study)
-    while time.monotonic() < deadline and any(
-        t.active and t.array_job_id in job_ids for t in squeue_study(name)
-    ):
-        time.sleep(1.0)
-    study, spec = open_study(loaded, None, with_heartbeat=False)
-    return fail_running_trials(
-        study, spec, loaded, lambda t: str(t.user_attrs.get("slurm.array_job_id")) in job_ids, "cancelled"
-    )
-
-
-def fail_running_trials(
-    study: optuna.Study,
-    spec: StorageSpec,
-    loaded: LoadedConfig,
-    belongs: Callable[[FrozenTrial], bool],
-    reason: str,
-) -> list[int]:
-    """Fail and re-enqueue the RUNNING trials of a worker that cannot do it itself (killed, cancelled)."""
-    failed = []
-    with study_lock(spec, loaded.config.study, loaded.study_dir, "budget"):
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if belongs(trial) and fail_trial(
-                study,
-                trial._trial_id,
-                reason,
-                study_dir=loaded.study_dir,
-                max_retry=loaded.config.worker.max_retry,
-            ):
-                failed.append(trial.number)
-    return failed
 
 
 class Worker:
@@ -231,6 +151,10 @@ class Worker:
         self.pid = os.getpid()
         self._walltime = threading.Event()
         self._interrupted_by: int | None = None
+        # While > 0, SIGTERM/SIGINT only note the signal: raising inside study.ask() or tell() could leave a
+        # trial RUNNING that nobody owns. It is raised when the critical section ends.
+        self._critical = 0
+        self._current: optuna.Trial | None = None
 
     # ----------------------------------------------------------------- signals
     def _install_signals(self) -> dict[int, Any]:
@@ -240,7 +164,8 @@ class Worker:
 
         def interrupt(signum: int, frame: FrameType | None) -> None:
             self._interrupted_by = signum
-            raise WorkerInterrupted(signum)
+            if self._critical == 0:
+                raise WorkerInterrupted(signum)
 
         def walltime(signum: int, frame: FrameType | None) -> None:
             log.warning("USR2: walltime near; checkpointing at the next epoch boundary")
@@ -253,6 +178,16 @@ class Worker:
         ):
             previous[sig] = signal.signal(sig, handler)
         return previous
+
+    @contextlib.contextmanager
+    def _storage_critical(self) -> Iterator[None]:
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if self._critical == 0 and self._interrupted_by is not None:
+            raise WorkerInterrupted(self._interrupted_by)
 
     @staticmethod
     def _restore_signals(previous: dict[int, Any]) -> None:
@@ -274,7 +209,9 @@ class Worker:
                 trial = self._reserve()
                 if trial is None:
                     break
+                self._current = trial
                 state = self._run_trial(trial)
+                self._current = None
                 report.trials_run += 1
                 report.by_state[state] = report.by_state.get(state, 0) + 1
                 if state == "WALLTIME":
@@ -282,6 +219,14 @@ class Worker:
                     break
         except WorkerInterrupted:
             report.stopped_by = "signal"
+            if self._current is not None:  # interrupted before _run_trial could take care of it
+                fail_trial(
+                    self.study,
+                    self._current._trial_id,
+                    "interrupted",
+                    study_dir=self.study_dir,
+                    max_retry=self.config.worker.max_retry,
+                )
         finally:
             self._restore_signals(previous)
         if report.stopped_by == "walltime" and self.slurm.array_task_id is not None:
@@ -318,7 +263,8 @@ class Worker:
         beat = self.config.worker
         linger_until = time.monotonic() + beat.grace_period + beat.heartbeat_interval
         while True:
-            trial, kind, running = retry_transient(attempt)
+            with self._storage_critical():
+                trial, kind, running = retry_transient(attempt)
             if trial is not None:
                 return trial
             if kind == "wait":  # screening trials still running: promotion needs all of their results
@@ -387,22 +333,24 @@ class Worker:
         except TrialAbort as abort:
             state, reason = TrialState.FAIL, abort.reason
         except WorkerInterrupted:
-            self._finish_record(record, "FAIL", "interrupted", None, started)
-            fail_trial(
-                self.study,
-                trial._trial_id,
-                "interrupted",
-                study_dir=self.study_dir,
-                max_retry=self.config.worker.max_retry,
-            )
+            with self._storage_critical():  # a second Ctrl-C must not cut this short
+                self._finish_record(record, "FAIL", "interrupted", None, started)
+                fail_trial(
+                    self.study,
+                    trial._trial_id,
+                    "interrupted",
+                    study_dir=self.study_dir,
+                    max_retry=self.config.worker.max_retry,
+                )
             raise
         except HpcTuneError:
             raise
         except Exception as exc:
             log.error("trial %d raised:\n%s", trial.number, traceback.format_exc())
             state, reason = TrialState.FAIL, f"exception:{type(exc).__name__}"
-        self._tell(trial, state, value, reason)
-        self._finish_record(record, state.name, reason, value, started)
+        with self._storage_critical():
+            self._tell(trial, state, value, reason)
+            self._finish_record(record, state.name, reason, value, started)
         return state.name
 
     def _fit(
