@@ -86,6 +86,9 @@ class WorkerConfig(_Strict):
     heartbeat_interval: int = Field(10, ge=1)
     grace_period: int = Field(60, ge=2)
     max_retry: int = Field(1, ge=0)
+    # PostgreSQL connections: "single" keeps one per worker; "none" (NullPool) keeps none but connects for
+    # every call, ~4x slower per trial; for arrays near the server's connection limit.
+    pool: Literal["single", "none"] = "single"
 
     @model_validator(mode="after")
     def _grace_longer_than_interval(self) -> WorkerConfig:

@@ -405,7 +405,10 @@ class SlurmEnv:
         return self.job_id
 
     def user_attrs(self) -> dict[str, str | int | None]:
-        """Trial user_attrs (``slurm.*``) that tie a trial to the log file and squeue line of its task."""
+        """Trial user_attrs (``slurm.*``) that tie a trial to the log file and squeue line of its task;
+        none outside SLURM (each attr is a database write per trial)."""
+        if not self.in_slurm:
+            return {}
         return {
             "slurm.job_id": self.job_id,
             "slurm.array_job_id": self.array_job_id,

@@ -2,7 +2,7 @@
 
 Two kinds of storage (measured choices in DESIGN §4 and docs/design-notes.md):
 - the embedded default, an Optuna journal file under runs/<study>/ (fast, no server, single filesystem);
-- PostgreSQL by URL for clusters, opened with NullPool so that each worker holds one connection.
+- PostgreSQL by URL for clusters, opened with a pool of one persistent connection per worker.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from hpc_tune.errors import StorageError, StorageUnavailableError
 
@@ -88,19 +88,29 @@ def resolve_storage(url: str | None, study_dir: Path) -> StorageSpec:
     return StorageSpec(url=url, journal_path=None)
 
 
-def engine_kwargs(spec: StorageSpec) -> dict[str, object]:
-    """Options for hundreds of workers: one connection each, checked before use, bounded connect time.
+PoolKind = Literal["single", "none"]
 
-    The default QueuePool holds two connections per process and exhausted a role limit of 40 with 32
-    workers; ``pool_size=1, max_overflow=0`` deadlocks in RDBStorage's schema check (DESIGN §4).
+
+def engine_kwargs(spec: StorageSpec, pool: PoolKind = "single") -> dict[str, object]:
+    """Options for many workers: few connections each, checked before use, bounded connect time.
+
+    ``single`` (default): one persistent connection per worker, which the study lock shares, plus up to two
+    short-lived overflow connections when the heartbeat thread, the lock and a storage call overlap. NullPool
+    (``none``) holds no idle connection but connects ~25 times per trial (measured: 4x slower per trial,
+    docs/benchmarks.md); keep it for very large arrays close to the server's connection limit. The default
+    QueuePool keeps more connections than needed (two per worker exhausted a role limit of 40 with 32
+    workers), and ``pool_size=1, max_overflow=0`` fails in RDBStorage's schema check, which needs two
+    (DESIGN §4).
     """
-    if spec.is_postgres:
-        return {
-            "poolclass": NullPool,
-            "pool_pre_ping": True,
-            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
-        }
-    return {}
+    if not spec.is_postgres:
+        return {}
+    common: dict[str, object] = {
+        "pool_pre_ping": True,
+        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
+    }
+    if pool == "none":
+        return {"poolclass": NullPool, **common}
+    return {"poolclass": QueuePool, "pool_size": 1, "max_overflow": 2, "pool_timeout": 60, **common}
 
 
 def open_storage(
@@ -110,6 +120,7 @@ def open_storage(
     grace_period: int | None = None,
     stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     attempts: int | None = None,
+    pool: PoolKind = "single",
 ) -> optuna.storages.BaseStorage:
     """Open the storage; an unreachable database raises StorageUnavailableError (exit 75) after retries."""
     if spec.url is None:
@@ -121,13 +132,16 @@ def open_storage(
     tries = attempts if attempts is not None else int(os.environ.get("HPCTUNE_CONNECT_ATTEMPTS", "3"))
 
     def make() -> optuna.storages.BaseStorage:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             spec.url,
-            engine_kwargs=engine_kwargs(spec),
+            engine_kwargs=engine_kwargs(spec, pool),
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=stale_trial_callback,
         )
+        # The study lock checks its connection out of the same pool: one persistent connection per worker.
+        _LOCK_ENGINES[spec.url] = storage.engine
+        return storage
 
     def make_racing() -> optuna.storages.BaseStorage:
         # Workers starting together on an empty database race to create Optuna's tables; the losers get an

@@ -56,6 +56,7 @@ EXIT_OK = 0
 EXIT_INTERRUPTED = 143  # SIGTERM/SIGINT: the trial was failed and re-enqueued
 
 CHECKPOINTS_DIR = "checkpoints"
+_MISSING = object()
 
 
 class WorkerInterrupted(BaseException):
@@ -90,6 +91,7 @@ def open_study(
         heartbeat_interval=beat.heartbeat_interval if with_heartbeat else None,
         grace_period=beat.grace_period if with_heartbeat else None,
         stale_trial_callback=StaleTrialHandler(loaded.study_dir, beat.max_retry) if with_heartbeat else None,
+        pool=beat.pool,
     )
     study = retry_transient(
         lambda: optuna.create_study(
@@ -149,12 +151,22 @@ class Worker:
         limit_threads(self.environ)
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self._worker_attrs: dict[str, Any] = {
+            "host": self.host,
+            "pid": self.pid,
+            **{k: v for k, v in self.slurm.user_attrs().items() if v is not None},
+        }
         self._walltime = threading.Event()
         self._interrupted_by: int | None = None
         # While > 0, SIGTERM/SIGINT only note the signal: raising inside study.ask() or tell() could leave a
         # trial RUNNING that nobody owns. It is raised when the critical section ends.
         self._critical = 0
         self._current: optuna.Trial | None = None
+        self._next_stale_check = 0.0
+        # Study user attrs (a query) matter only for phases and screening decisions.
+        self._campaign = bool(self.config.phases) or bool(
+            self.config.fidelity and self.config.fidelity.promote_top
+        )
 
     # ----------------------------------------------------------------- signals
     def _install_signals(self) -> dict[int, Any]:
@@ -233,14 +245,34 @@ class Worker:
             requeue_own_task(self.slurm)
         return report
 
+    def _new_trial_id(self) -> int:
+        """The storage half of ``study.ask()``: pop a waiting trial or insert a new one.
+
+        Only this part must happen under the budget lock; building the Trial (a read plus sampler hooks) is
+        done after releasing it. A new trial is inserted with this worker's attrs (host, pid, SLURM ids) in
+        the same statement, saving a transaction per attr. Uses Optuna's private ``_pop_waiting_trial_id``,
+        the call ``ask()`` makes (optuna < 6 is pinned; tests cover it).
+        """
+        trial_id = self.study._pop_waiting_trial_id()
+        if trial_id is None:
+            template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=self._worker_attrs)
+            trial_id = self.study._storage.create_new_trial(self.study._study_id, template_trial=template)
+        return trial_id
+
     def _reserve(self) -> optuna.Trial | None:
         """Count and ask as one step under the study lock, so N workers never overshoot the budget."""
 
         def attempt() -> tuple[optuna.Trial | None, str, int]:
-            with study_lock(self.spec, self.config.study, self.study_dir, "budget"):
+            now = time.monotonic()
+            if now >= self._next_stale_check:  # race-safe without our lock: Optuna fails each trial once
                 optuna.storages.fail_stale_trials(self.study)
-                trials = self.study.get_trials(deepcopy=False)
-                decision = decide(self.config, trials, self.study.user_attrs)
+                self._next_stale_check = now + self.config.worker.heartbeat_interval
+            with study_lock(self.spec, self.config.study, self.study_dir, "budget"):
+                # Read through the study's per-ask cache: the sampler reuses this list instead of reading
+                # the trials again (ask() would reset the cache and read twice per trial).
+                self.study._thread_local.cached_all_trials = None
+                trials = self.study._get_trials(deepcopy=False, use_cache=True)
+                decision = decide(self.config, trials, self.study.user_attrs if self._campaign else {})
                 running = sum(1 for t in trials if t.state == TrialState.RUNNING)
                 if decision.kind != "ask":
                     return None, decision.kind, running
@@ -248,37 +280,45 @@ class Worker:
                     self.study.set_user_attr(key, value)
                 for params, attrs in decision.enqueue:
                     self.study.enqueue_trial(params, user_attrs=attrs)
-                self.study.sampler = (
-                    optuna.samplers.PartialFixedSampler(decision.fixed, self.sampler)
-                    if decision.fixed
-                    else self.sampler
-                )
-                trial = self.study.ask()
-                if decision.phase is not None and PHASE_ATTR not in trial.user_attrs:
-                    trial.set_user_attr(PHASE_ATTR, decision.phase)
-                return trial, "ask", running
+                trial_id = self._new_trial_id()
+            self.study.sampler = (
+                optuna.samplers.PartialFixedSampler(decision.fixed, self.sampler)
+                if decision.fixed
+                else self.sampler
+            )
+            trial = optuna.Trial(
+                self.study, trial_id
+            )  # reads the trial and runs sampler hooks: no lock needed
+            if decision.phase is not None and PHASE_ATTR not in trial.user_attrs:
+                trial.set_user_attr(PHASE_ATTR, decision.phase)
+            return trial, "ask", running
 
         # With the budget used, linger one grace period while other trials run: if one of their workers
         # died, its trial turns stale within that time and its retry must not be left WAITING with no worker.
         beat = self.config.worker
         linger_until = time.monotonic() + beat.grace_period + beat.heartbeat_interval
+        # Short enough that a worker leaves about when the last trial ends, long enough not to load the DB.
+        poll = min(1.0, beat.heartbeat_interval)
         while True:
             with self._storage_critical():
                 trial, kind, running = retry_transient(attempt)
             if trial is not None:
                 return trial
             if kind == "wait":  # screening trials still running: promotion needs all of their results
-                time.sleep(beat.heartbeat_interval)
+                time.sleep(poll)
                 continue
             if running == 0 or not TrialHeartbeat.enabled(self.study._storage):
                 return None
             if time.monotonic() >= linger_until:
                 return None
-            time.sleep(beat.heartbeat_interval)
+            time.sleep(poll)
 
     def _run_trial(self, trial: optuna.Trial) -> str:
         """Run one trial to a final state; returns the state name (or WALLTIME when handed on)."""
-        frozen = self.study._storage.get_trial(trial._trial_id)
+        # The trial's own cached copy (fresh from ask) saves a read per trial; the storage is the fallback.
+        frozen = getattr(trial, "_cached_frozen_trial", None) or self.study._storage.get_trial(
+            trial._trial_id
+        )
         system_attrs = frozen.system_attrs
         params = suggest(trial, self.config.space)
         seed = self.config.train.seed
@@ -297,25 +337,22 @@ class Worker:
             slurm={k.removeprefix("slurm."): v for k, v in self.slurm.user_attrs().items() if v is not None},
             retry_of=system_attrs.get("failed_trial"),
         )
-        attrs = {
-            "host": self.host,
-            "pid": self.pid,
-            "reason": None,
-            **{k: v for k, v in self.slurm.user_attrs().items() if v is not None},
-        }
+        attrs = dict(self._worker_attrs)
+        if "reason" in frozen.user_attrs:  # a retry inherits the failed trial's attrs, its reason included
+            attrs["reason"] = None
         for key, value in attrs.items():
-            retry_transient(lambda k=key, v=value: trial.set_user_attr(k, v))
+            if frozen.user_attrs.get(key, _MISSING) != value:  # each write is a transaction
+                retry_transient(lambda k=key, v=value: trial.set_user_attr(k, v))
         write_trial(self.study_dir, record)
         started = time.monotonic()
         faults = [f for f in self.faults if f.trial is None or f.trial == trial.number]
         state, value, reason = TrialState.FAIL, None, None
+        fatal: HpcTuneError | None = None
         try:
             with TrialHeartbeat(self.study._storage, trial._trial_id, self.config.worker.heartbeat_interval):
                 if self.task.kind == "objective":
                     value = float(self.task.fn(trial))
-                    for step, v in sorted(
-                        self.study._storage.get_trial(trial._trial_id).intermediate_values.items()
-                    ):
+                    for step, v in sorted(trial._cached_frozen_trial.intermediate_values.items()):
                         record.add_epoch(
                             {"epoch": step, self.config.metric: v}, self.config.metric, self.config.direction
                         )
@@ -343,14 +380,18 @@ class Worker:
                     max_retry=self.config.worker.max_retry,
                 )
             raise
-        except HpcTuneError:
-            raise
         except Exception as exc:
-            log.error("trial %d raised:\n%s", trial.number, traceback.format_exc())
+            # A user error (HpcTuneError: a task that breaks the protocol) ends the worker, after the trial
+            # is closed; anything else is this trial's failure and the worker goes on.
+            fatal = exc if isinstance(exc, HpcTuneError) else None
+            if fatal is None:
+                log.error("trial %d raised:\n%s", trial.number, traceback.format_exc())
             state, reason = TrialState.FAIL, f"exception:{type(exc).__name__}"
         with self._storage_critical():
             self._tell(trial, state, value, reason)
             self._finish_record(record, state.name, reason, value, started)
+        if fatal is not None:
+            raise fatal
         return state.name
 
     def _fit(
@@ -437,7 +478,7 @@ class Worker:
         with study_lock(self.spec, self.config.study, self.study_dir, "budget"):
             retry_transient(lambda: trial.set_user_attr("reason", "walltime"))
             retry_transient(lambda: self.study.tell(trial, state=TrialState.FAIL))
-            frozen = self.study._storage.get_trial(trial._trial_id)
+            frozen = self.study._storage.get_trial(trial._trial_id)  # after tell: its final state
             # A hand-on is not a failure: it is never refused by max_retry.
             enqueue_retry(
                 self.study,

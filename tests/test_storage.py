@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from hpc_tune.errors import StorageError, StorageUnavailableError
 from hpc_tune.storage import (
@@ -49,9 +49,11 @@ def test_resolve_embedded_and_url(tmp_path: Path) -> None:
 
 
 def test_postgres_engine_holds_one_connection_per_worker(tmp_path: Path) -> None:
-    kwargs = engine_kwargs(resolve_storage("postgresql://u@h/db", tmp_path))
-    assert kwargs["poolclass"] is NullPool and kwargs["pool_pre_ping"] is True
-    assert kwargs["connect_args"] == {"connect_timeout": 10}
+    spec = resolve_storage("postgresql://u@h/db", tmp_path)
+    kwargs = engine_kwargs(spec)
+    assert kwargs["poolclass"] is QueuePool and (kwargs["pool_size"], kwargs["max_overflow"]) == (1, 2)
+    assert kwargs["pool_pre_ping"] is True and kwargs["connect_args"] == {"connect_timeout": 10}
+    assert engine_kwargs(spec, "none")["poolclass"] is NullPool
     assert engine_kwargs(resolve_storage(None, tmp_path)) == {}
 
 
@@ -84,12 +86,18 @@ def test_retry_transient_retries_operational_errors_only() -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_storage_opens_with_nullpool(pg_url: str, tmp_path: Path) -> None:
-    storage = open_storage(resolve_storage(pg_url, tmp_path), heartbeat_interval=1, grace_period=3)
+def test_postgres_storage_keeps_one_connection_shared_with_the_lock(pg_url: str, tmp_path: Path) -> None:
+    spec = resolve_storage(pg_url, tmp_path)
+    storage = open_storage(spec, heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(study_name="s", storage=storage)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    assert len(study.trials) == 3
-    assert isinstance(storage.engine.pool, NullPool)  # type: ignore[attr-defined]
+    with study_lock(spec, "s", tmp_path):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # a second connection: overflow
+    assert len(study.trials) == 4
+    pool = storage.engine.pool  # type: ignore[attr-defined]
+    assert isinstance(pool, QueuePool) and pool.checkedin() == 1  # one idle connection kept, overflow closed
+    none = open_storage(spec, pool="none")
+    assert isinstance(none.engine.pool, NullPool)  # type: ignore[attr-defined]
 
 
 def _lock_is_exclusive(spec_url: str | None, tmp_path: Path) -> list[tuple[str, float]]:

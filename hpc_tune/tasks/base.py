@@ -16,13 +16,14 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
+
+if TYPE_CHECKING:  # torch costs ~2 s to import: a worker running a plain objective(trial) never needs it
+    import torch
+    from torch import Tensor
 
 BUILD_PARAMS = ("params", "fidelity", "seed", "train")
 
