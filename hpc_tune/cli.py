@@ -294,13 +294,9 @@ def collect_cmd(
         url = storage or os.environ.get("HPCTUNE_STORAGE") or None
         budget = None
     spec = resolve_storage(url, study_dir)
-    opened = load_study(spec, name)
-    if loaded is not None:
-        # Trials of workers that died without a word are failed (and retried) before counting.
-        from hpc_tune.worker import open_study
-
-        stale_aware, _ = open_study(loaded, url)
-        fail_stale(stale_aware)
+    # With the study's config, trials of workers that died without a word are failed before counting.
+    liveness = loaded.config.worker if loaded is not None else None
+    opened = load_study(spec, name, liveness, study_dir)
     result = collect(opened, study_dir, budget=budget)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
@@ -308,12 +304,6 @@ def collect_cmd(
     click.echo(format_table(result.summary))
     click.echo(f"summary: {result.summary_path}")
     click.echo(f"trials:  {result.csv_path}")
-
-
-def fail_stale(study: Any) -> None:
-    import optuna
-
-    optuna.storages.fail_stale_trials(study)
 
 
 @cli.command()

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpc_tune.budget import budget_state, retried_numbers
 from hpc_tune.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
+from hpc_tune.config import WorkerConfig
 from hpc_tune.errors import StudyNotFoundError
 from hpc_tune.metrics import (
     SCHEMA_VERSION,
@@ -28,6 +29,7 @@ from hpc_tune.metrics import (
     now_iso,
     read_trials,
 )
+from hpc_tune.recovery import StaleTrialHandler
 from hpc_tune.storage import StorageSpec, open_storage, retry_transient
 
 TOP_K = 5
@@ -40,15 +42,31 @@ class Collected:
     csv_path: Path
 
 
-def load_study(spec: StorageSpec, study_name: str) -> optuna.Study:
+def load_study(
+    spec: StorageSpec, study_name: str, liveness: WorkerConfig | None = None, study_dir: Path | None = None
+) -> optuna.Study:
+    """Load an existing study (never create one). With ``liveness`` (the study's worker settings) and its
+    ``study_dir``, the trials of workers that died without a word are failed and retried first, as a worker
+    would."""
     if spec.journal_path is not None and not spec.journal_path.is_file():
         raise StudyNotFoundError(f"no study '{study_name}' (no embedded store)", spec.journal_path)
-    storage = open_storage(spec)
+    storage = open_storage(
+        spec,
+        heartbeat_interval=liveness.heartbeat_interval if liveness else None,
+        grace_period=liveness.grace_period if liveness else None,
+        stale_trial_callback=StaleTrialHandler(study_dir, liveness.max_retry)
+        if liveness and study_dir
+        else None,
+        pool=liveness.pool if liveness else "single",
+    )
     names = [s.study_name for s in retry_transient(lambda: optuna.get_all_study_summaries(storage))]
     if study_name not in names:
         known = f"; studies there: {', '.join(sorted(names)[:5])}" if names else ""
         raise StudyNotFoundError(f"no study '{study_name}'{known}", spec.display)
-    return optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if liveness is not None:
+        retry_transient(lambda: optuna.storages.fail_stale_trials(study))
+    return study
 
 
 def reason_of(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> str | None:

@@ -274,3 +274,23 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     assert lines[-2] == f"summary: {tmp_path / 'runs' / 't-digits' / 'summary.json'}"
     data = yaml.safe_load((tmp_path / "runs" / "t-digits" / "summary.json").read_text())
     assert data["budget"] == {"trials": 4, "finished": 4, "retried": 0}
+
+
+@pytest.mark.postgres
+def test_collect_fails_trials_of_silent_dead_workers(tmp_path: Path, pg_url: str) -> None:
+    import time
+
+    cfg = write_config(tmp_path, storage=pg_url, worker={"heartbeat_interval": 1, "grace_period": 2})
+    storage = open_storage(resolve_storage(pg_url, tmp_path), heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="t-digits", storage=storage, direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-3, 0.3, log=True)
+    storage.record_heartbeat(trial._trial_id)  # a worker that beat once, then vanished
+    time.sleep(2.5)
+    code, out, err = invoke("collect", "-c", str(cfg))
+    assert (code, err) == (0, ""), err
+    assert out.startswith(
+        "study t-digits: 0/6 finished (COMPLETE 0, PRUNED 0, FAIL 1, RUNNING 0, WAITING 1; 1 retried)"
+    )
+    summary = json.loads((tmp_path / "runs" / "t-digits" / "summary.json").read_text())
+    assert summary["reasons"] == {"heartbeat_stale": 1}
