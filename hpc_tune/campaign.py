@@ -11,8 +11,9 @@ Rules (docs/concepts.md):
   fidelity.
 - Phases: the budget is split evenly (remainder to the last phase). Phase k samples its own parameters; those
   of earlier phases are pinned to the best completed trial so far, those of later phases to ``baseline``;
-  parameters listed in no phase are sampled in every phase. The pinned values are fixed once, when the first
-  trial of the phase is asked, and stored in the study so every worker uses the same ones.
+  parameters listed in no phase are sampled in every phase. Phase k starts when every trial of the earlier
+  phases has finished (workers wait meanwhile); its pinned values are then stored in the study so every
+  worker uses the same ones.
 - Screening: ``trials`` run at ``fidelity.data_fraction`` (and ``fidelity.epochs``). When all of them are
   finished, the ``promote_top`` best are enqueued once at full fidelity (all data, ``epochs``).
 """
@@ -81,21 +82,31 @@ def decide(config: Config, trials: list[FrozenTrial], study_attrs: Mapping[str, 
         return Decision("done")
     if not config.phases:
         return Decision("ask")  # a waiting trial (retry, baseline) already holds its budget
-    # A waiting trial is already counted: its phase is that of the position it took.
-    return _decide_phase(config, len(counted) - 1 if waiting else len(counted), counted, study_attrs)
+    if waiting:
+        # A waiting trial (a retry, the baseline) has its parameters already; it is already counted, so its
+        # phase is that of the position it took. Nothing is pinned for it.
+        return Decision("ask", phase=_phase_at(config, len(counted) - 1) + 1)
+    return _decide_phase(config, counted, study_attrs)
 
 
-def _decide_phase(
-    config: Config, used: int, counted: list[FrozenTrial], study_attrs: Mapping[str, Any]
-) -> Decision:
-    assert config.phases
+def _phase_at(config: Config, position: int) -> int:
+    """0-based phase of the trial at this position of the budget."""
     budgets = phase_budgets(config)
     phase = 0
-    while phase < len(budgets) - 1 and used >= sum(budgets[: phase + 1]):
+    while phase < len(budgets) - 1 and position >= sum(budgets[: phase + 1]):
         phase += 1
+    return phase
+
+
+def _decide_phase(config: Config, counted: list[FrozenTrial], study_attrs: Mapping[str, Any]) -> Decision:
+    phase = _phase_at(config, len(counted))
     key = phase_fixed_key(phase + 1)
     if key in study_attrs:
         return Decision("ask", phase=phase + 1, fixed=dict(study_attrs[key]))
+    if phase > 0 and any(t.state not in FINISHED for t in counted):
+        # The pins come from the best trial of the earlier phases: wait until every one of them is known,
+        # or a running trial that would have been the best is ignored (seen in a 2-worker test run).
+        return Decision("wait")
     fixed = pinned_for_phase(config, phase, _best(counted, config.direction == "maximize"))
     return Decision("ask", phase=phase + 1, fixed=fixed, study_attrs={key: fixed})
 

@@ -64,6 +64,14 @@ def test_first_phase_pins_later_parameters_to_baseline() -> None:
     assert again.fixed == {"hidden": 16, "optimizer": "adamw"} and again.study_attrs == {}
 
 
+def test_next_phase_waits_for_the_running_trials_of_the_earlier_one() -> None:
+    trials = [trial(0, 0.8), trial(1, None, TrialState.RUNNING), trial(2, 0.9)]
+    assert decide(phased(), trials, {}).kind == "wait"
+    waiting_retry = [*trials[:2], trial(2, None, TrialState.WAITING)]
+    decision = decide(phased(), waiting_retry, {})  # a waiting phase-1 trial is run first, nothing pinned
+    assert (decision.kind, decision.phase, decision.fixed, decision.study_attrs) == ("ask", 1, {}, {})
+
+
 def test_second_phase_pins_best_of_earlier_phase() -> None:
     trials = [trial(0, 0.8), trial(1, 0.95), trial(2, 0.9)]
     decision = decide(phased(), trials, {phase_fixed_key(1): {}})
