@@ -399,6 +399,39 @@ def cancel(config_path: Path) -> None:
         click.echo(f"failed and re-enqueued trial(s) left running by cancelled tasks: {failed}")
 
 
+@cli.command()
+@click.argument("study", required=False)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@storage_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (keep it local; use an SSH tunnel from your laptop).",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(study: str | None, config_path: Path | None, storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study's storage (live while the array runs)."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise HpcTuneError(
+            "optuna-dashboard is not installed: pip install 'hpc-tune[dashboard]'", "hpctune dashboard"
+        ) from None
+    from hpc_tune.collect import load_study
+
+    loaded = _loaded_for(study, config_path, storage)
+    if loaded is None:
+        raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune dashboard")
+    spec = resolve_storage(storage or loaded.config.storage, loaded.study_dir)
+    opened = load_study(spec, loaded.config.study)
+    click.echo(
+        f"dashboard for {loaded.config.study} ({spec.display}) on http://{host}:{port}/ — Ctrl-C stops it",
+        err=True,
+    )
+    run_server(opened._storage, host=host, port=port)
+
+
 def _loaded_for(study: str | None, config_path: Path | None, storage: str | None) -> LoadedConfig | None:
     """The config to use for a STUDY argument: the one given, or hpctune.yaml here if it names STUDY."""
     if config_path is not None:

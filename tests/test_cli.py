@@ -294,3 +294,46 @@ def test_collect_fails_trials_of_silent_dead_workers(tmp_path: Path, pg_url: str
     )
     summary = json.loads((tmp_path / "runs" / "t-digits" / "summary.json").read_text())
     assert summary["reasons"] == {"heartbeat_stale": 1}
+
+
+def test_dashboard_serves_the_study(tmp_path: Path) -> None:
+    import socket
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    cfg = make_fixture_study(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpc_tune", "dashboard", "-c", str(cfg), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        opener = urllib.request.build_opener(
+            type(
+                "NoRedirect",
+                (urllib.request.HTTPRedirectHandler,),
+                {"redirect_request": lambda self, *a, **k: None},
+            )
+        )
+        deadline, status, location = time.monotonic() + 60, None, None
+        while time.monotonic() < deadline and status is None:
+            try:
+                opener.open(f"http://127.0.0.1:{port}/", timeout=2)
+            except urllib.error.HTTPError as exc:  # the unfollowed redirect
+                status, location = exc.code, exc.headers.get("Location")
+            except OSError:
+                time.sleep(0.3)
+        assert status == 302 and location is not None
+        assert urllib.parse.urlsplit(location).path == "/dashboard"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+            studies = json.loads(response.read())
+        assert [s["study_name"] for s in studies["study_summaries"]] == ["fixture"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
