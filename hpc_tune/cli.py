@@ -19,7 +19,7 @@ import click
 from hpc_tune import __version__
 from hpc_tune.config import DEFAULT_CONFIG, LoadedConfig, load_config
 from hpc_tune.errors import ConfigError, HpcTuneError, StudyNotFoundError
-from hpc_tune.storage import resolve_storage
+from hpc_tune.storage import redact_url, resolve_storage, url_password
 
 
 class _OneLineGroup(click.Group):
@@ -91,7 +91,18 @@ array_option = click.option(
 
 
 def _load(config_path: Path, storage: str | None = None) -> LoadedConfig:
+    _refuse_password_in_argv(storage)
     return load_config(config_path, overrides={"storage": storage})
+
+
+def _refuse_password_in_argv(storage: str | None) -> None:
+    """Command-line arguments are visible to every user in ``ps``: a password must not travel there."""
+    if storage and url_password(storage):
+        raise ConfigError(
+            "--storage holds a password, which every user can read in `ps`; put it in PGPASSFILE "
+            "(or HPCTUNE_STORAGE)",
+            redact_url(storage),
+        )
 
 
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -267,6 +278,7 @@ def collect_cmd(
     """Aggregate STUDY into runs/<study>/summary.json and trials.csv, and print the top trials."""
     from hpc_tune.collect import collect, format_table, load_study
 
+    _refuse_password_in_argv(storage)
     loaded = _loaded_for(study, config_path, storage)
     if slurm_guard:
         if loaded is None:

@@ -118,10 +118,10 @@ def test_unknown_option_is_one_line() -> None:
 def test_unreachable_database_exits_75_with_password_redacted(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     url = "postgresql+psycopg2://alice:Sup3rSecret@127.0.0.1:1/optuna"
-    env = {**os.environ, "HPCTUNE_CONNECT_ATTEMPTS": "1"}
+    env = {**os.environ, "HPCTUNE_CONNECT_ATTEMPTS": "1", "HPCTUNE_STORAGE": url}
     # A real process: this is what an array task sees, and no traceback may reach its log.
     proc = subprocess.run(
-        [sys.executable, "-m", "hpc_tune", "worker", "-c", str(cfg), "--storage", url],
+        [sys.executable, "-m", "hpc_tune", "worker", "-c", str(cfg)],
         capture_output=True,
         text=True,
         env=env,
@@ -337,3 +337,17 @@ def test_dashboard_serves_the_study(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("command", ["worker", "run", "collect"])
+def test_password_on_the_command_line_is_refused(tmp_path: Path, command: str) -> None:
+    cfg = write_config(tmp_path)
+    url = "postgresql+psycopg2://alice:Sup3rSecret@db.example.org/optuna"
+    extra = ["--local"] if command == "run" else []
+    code, out, err = invoke(command, "-c", str(cfg), "--storage", url, *extra)
+    assert (code, out) == (2, "")
+    assert err == (
+        "Error: --storage holds a password, which every user can read in `ps`; put it in PGPASSFILE (or "
+        "HPCTUNE_STORAGE) (postgresql+psycopg2://alice:***@db.example.org/optuna)\n"
+    )
+    assert not (tmp_path / "runs").exists()
