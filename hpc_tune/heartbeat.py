@@ -25,27 +25,32 @@ class TrialHeartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failures = 0
+        self._last_ok = True
 
     @staticmethod
     def enabled(storage: optuna.storages.BaseStorage) -> bool:
         return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
 
-    def _run(self) -> None:
+    def _beat(self) -> bool:
         assert isinstance(self._storage, BaseHeartbeat)
-        while not self._stop.is_set():
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception as exc:  # keep beating: the next beat may well get through
-                self.failures += 1
-                log.warning(
-                    "heartbeat for trial id %s failed (%s); retrying", self._trial_id, type(exc).__name__
-                )
-                self._stop.wait(min(1.0, self._interval))
-                continue
-            self._stop.wait(self._interval)
+        try:
+            self._storage.record_heartbeat(self._trial_id)
+        except Exception as exc:  # keep beating: the next beat may well get through
+            self.failures += 1
+            log.warning("heartbeat for trial id %s failed (%s); retrying", self._trial_id, type(exc).__name__)
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval if self._last_ok else min(1.0, self._interval)):
+            self._last_ok = self._beat()
 
     def __enter__(self) -> TrialHeartbeat:
         if self.enabled(self._storage):
+            # The first beat in this thread, on the worker's idle pooled connection: a trial without any
+            # beat is never found stale, and a beat from the new thread would race the trial's first
+            # storage calls for that connection and open an overflow one.
+            self._last_ok = self._beat()
             self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self._trial_id}", daemon=True)
             self._thread.start()
         return self

@@ -184,27 +184,55 @@ def first_line(exc: BaseException, url: str | None) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Connection-level failures a retry can fix; integrity or programming errors are not retried."""
-    if isinstance(exc, OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
+    """Connection-level failures a retry can fix; integrity or programming errors are not retried.
+
+    Optuna re-raises SQLAlchemy errors from its sessions as ``StorageInternalError``: the cause decides
+    (found by restarting PostgreSQL under a running worker).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError):
+            return True
+        if isinstance(current, DBAPIError) and getattr(current, "connection_invalidated", False):
+            return True
+        if not isinstance(current, optuna.exceptions.StorageInternalError):
+            return False
+        current = current.__cause__
+    return False
+
+
+# How long a worker keeps retrying a storage call through a database outage (a restart, a failover) before
+# giving up: long enough for a PostgreSQL restart, short enough that a dead server ends the task.
+TRANSIENT_DEADLINE_S = 120.0
 
 
 def retry_transient(
-    fn: Callable[[], T], *, attempts: int = 5, first_wait: float = 0.5, max_wait: float = 8.0
+    fn: Callable[[], T],
+    *,
+    attempts: int | None = None,
+    deadline_s: float = TRANSIENT_DEADLINE_S,
+    first_wait: float = 0.5,
+    max_wait: float = 8.0,
 ) -> T:
-    """Call ``fn`` again after a transient database error, with exponential back-off and full jitter.
+    """Call ``fn`` again after a transient database error, with exponential back-off and jitter, until
+    ``attempts`` calls were made or ``deadline_s`` passed.
 
     A database blip must not turn a healthy trial into a FAIL; anything else propagates at once.
     """
-    for attempt in range(1, attempts + 1):
+    deadline = time.monotonic() + deadline_s
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return fn()
         except Exception as exc:
-            if attempt == attempts or not is_transient(exc):
+            out_of_tries = attempts is not None and attempt >= attempts
+            if out_of_tries or not is_transient(exc) or time.monotonic() >= deadline:
                 raise
-            time.sleep(random.uniform(0, min(max_wait, first_wait * 2 ** (attempt - 1))))
-    raise AssertionError("unreachable")
+            wait = min(max_wait, first_wait * 2 ** (attempt - 1))
+            time.sleep(min(random.uniform(wait / 2, wait), max(0.0, deadline - time.monotonic())))
 
 
 _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}

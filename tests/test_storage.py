@@ -78,6 +78,24 @@ def test_retry_transient_retries_operational_errors_only() -> None:
     assert retry_transient(flaky, attempts=5, first_wait=0.001) == "ok"
     assert len(calls) == 3
 
+    # Optuna wraps what its session raised: the cause decides.
+    wrapped: list[int] = []
+
+    def flaky_inside_optuna() -> str:
+        wrapped.append(1)
+        if len(wrapped) < 2:
+            try:
+                raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("terminating connection"))
+            except sqlalchemy.exc.OperationalError as cause:
+                raise optuna.exceptions.StorageInternalError(
+                    "An exception is raised during the commit."
+                ) from cause
+        return "ok"
+
+    assert retry_transient(flaky_inside_optuna, first_wait=0.001) == "ok" and len(wrapped) == 2
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        retry_transient(lambda: (_ for _ in ()).throw(optuna.exceptions.StorageInternalError("bad data")))
+
     def broken() -> None:
         raise ValueError("a bug, not a blip")
 

@@ -244,3 +244,31 @@ def test_exception_in_task_is_recorded_and_worker_continues(tmp_path: Path) -> N
     record = json.loads((study_dir / "trials" / "trial-0.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
     assert record["value"] == pytest.approx(study.trials[0].value)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_database_restart_mid_trial_loses_nothing(tmp_path: Path, pg_url: str, postgres_server) -> None:  # type: ignore[no-untyped-def]
+    """A real PostgreSQL restart while a trial runs: storage calls and the heartbeat retry through it, the
+    trial completes instead of failing, and the study still ends at its budget."""
+    import time
+
+    cfg = write_config(
+        tmp_path,
+        storage=pg_url,
+        trials=3,
+        epochs=6,
+        pruner={"type": "none"},
+        worker={"heartbeat_interval": 1, "grace_period": 30},
+    )
+    proc = start_worker(cfg, 0, HPCTUNE_FAULT="sleep@1:0.5")
+    study, study_dir = load_when_created(cfg)
+    assert wait_until(lambda: _running_trial_of(study, proc.pid) is not None, timeout=60)
+    postgres_server.stop("fast")  # drops every connection, like a failover
+    time.sleep(2.0)
+    postgres_server.start()
+    out = proc.communicate(timeout=240)[0].decode()
+    assert proc.returncode == 0, out
+    trials = load(cfg)[0].get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, out
+    assert_study_consistent(load(cfg)[0], study_dir, total=3, epochs=6)
