@@ -153,9 +153,32 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
         if baseline is None
         else {k: baseline[k] for k in ("trial", "state", "value", "params")},
         "reasons": _count_reasons(rows),
+        "pruning": _pruning(rows, loaded),
         **extra,
         "quarantined": loaded.quarantined,
         "trials": rows,
+    }
+
+
+def _pruning(rows: list[dict[str, Any]], loaded: LoadedTrials) -> dict[str, Any]:
+    """What pruning saved: epochs run vs the epochs pruned trials would have run to the end.
+
+    A trial's full length is its record's ``fidelity.epochs`` (what it was scheduled for), else the longest
+    completed trial.
+    """
+    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL") and not r["retried"]]
+    longest = max((r["epochs"] for r in rows if r["state"] == "COMPLETE"), default=0)
+    spent = sum(r["epochs"] for r in finished)
+    if_unpruned = 0
+    for r in finished:
+        scheduled = ((loaded.records.get(r["trial"]) or {}).get("fidelity") or {}).get("epochs") or longest
+        if_unpruned += max(r["epochs"], scheduled) if r["state"] == "PRUNED" else r["epochs"]
+    pruned = sum(1 for r in finished if r["state"] == "PRUNED")
+    return {
+        "pruned_fraction": round(pruned / len(finished), 4) if finished else 0.0,
+        "epochs_spent": spent,
+        "epochs_if_unpruned": if_unpruned,
+        "saved_fraction": round(1 - spent / if_unpruned, 4) if if_unpruned else 0.0,
     }
 
 
@@ -237,6 +260,12 @@ def format_table(summary: dict[str, Any]) -> str:
         f"(COMPLETE {c['COMPLETE']}, PRUNED {c['PRUNED']}, FAIL {c['FAIL']}, RUNNING {c['RUNNING']}, "
         f"WAITING {c['WAITING']}; {b['retried']} retried)"
     ]
+    p = summary["pruning"]
+    if c["PRUNED"]:
+        lines.append(
+            f"pruning: {c['PRUNED']} pruned, {p['epochs_spent']} of {p['epochs_if_unpruned']} epochs run "
+            f"({p['saved_fraction']:.0%} saved)"
+        )
     if summary["quarantined"]:
         lines.append(
             f"quarantined {len(summary['quarantined'])} file(s): "

@@ -205,6 +205,7 @@ def make_fixture_study(tmp_path: Path) -> Path:
             params={"lr": lr, "opt": opt},
             state=state.name,
             value=value if state == TrialState.COMPLETE else None,
+            fidelity={"data_fraction": 1.0, "epochs": 3},  # scheduled for 3; the pruned one stopped at 2
         )
         for epoch, v in curve.items():
             record.add_epoch({"epoch": epoch, "val_acc": v}, "val_acc", "maximize")
@@ -220,6 +221,7 @@ def test_collect_exact_output_and_files(tmp_path: Path) -> None:
     assert (code, err) == (0, "")
     assert out == (
         "study fixture: 7/7 finished (COMPLETE 5, PRUNED 1, FAIL 1, RUNNING 0, WAITING 0; 0 retried)\n"
+        "pruning: 1 pruned, 14 of 15 epochs run (7% saved)\n"
         "quarantined 1 file(s): trial-6.json\n"
         "best: trial 3, val_acc 0.97, lr=0.0003, opt=sgd\n"
         "baseline: trial 0, val_acc 0.91\n"
@@ -237,6 +239,12 @@ def test_collect_exact_output_and_files(tmp_path: Path) -> None:
     assert summary["quarantined"] == [{"file": "trial-6.json", "why": summary["quarantined"][0]["why"]}]
     assert summary["quarantined"][0]["why"].startswith("not valid JSON")
     assert summary["reasons"] == {"nonfinite_loss": 1, "pruned": 1}
+    assert summary["pruning"] == {
+        "pruned_fraction": round(1 / 7, 4),
+        "epochs_spent": 14,
+        "epochs_if_unpruned": 15,
+        "saved_fraction": round(1 - 14 / 15, 4),
+    }
     assert [t["trial"] for t in summary["top_k"]] == [3, 5, 1, 6, 0]
     with open(study_dir / "trials.csv") as handle:
         rows = list(csv.DictReader(handle))
