@@ -11,8 +11,9 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from hpc_tune.config import FidelityConfig
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
+from hpc_tune.tasks.base import TaskParts
 
 # The split is fixed across trials (and seeds): every trial must validate on the same samples, or differences
 # between trials would partly be differences between validation sets.
@@ -81,6 +82,26 @@ def tensor_datasets(
     train = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
     val = TensorDataset(torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx]))
     return train, val
+
+
+def classification_parts(
+    model: torch.nn.Module,
+    datasets: tuple[TensorDataset, TensorDataset],
+    params: Mapping[str, Any],
+    train: TrainConfig,
+) -> TaskParts:
+    """The parts every built-in classification task shares: cross-entropy, accuracy, the optimizer the
+    sampler chose, and the sampler's batch size (or ``train.batch_size``)."""
+    train_set, val_set = datasets
+    return TaskParts(
+        model=model,
+        train_set=train_set,
+        val_set=val_set,
+        loss_fn=torch.nn.functional.cross_entropy,
+        metrics=CLASSIFICATION_METRICS,
+        make_optimizer=optimizer_factory(params),
+        batch_size=batch_size_of(params, train.batch_size),
+    )
 
 
 def batch_size_of(params: Mapping[str, Any], default: int) -> int:

@@ -19,9 +19,7 @@ from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.tasks.common import (
-    CLASSIFICATION_METRICS,
-    batch_size_of,
-    optimizer_factory,
+    classification_parts,
     stratified_split,
     tensor_datasets,
 )
@@ -67,13 +65,4 @@ def build(
     model = make_mlp(
         int(params.get("hidden", 128)), int(params.get("layers", 2)), float(params.get("dropout", 0.0))
     )
-    train_set, val_set = datasets(fidelity)
-    return TaskParts(
-        model=model,
-        train_set=train_set,
-        val_set=val_set,
-        loss_fn=nn.functional.cross_entropy,
-        metrics=CLASSIFICATION_METRICS,
-        make_optimizer=optimizer_factory(params),
-        batch_size=batch_size_of(params, train.batch_size),
-    )
+    return classification_parts(model, datasets(fidelity), params, train)

@@ -22,9 +22,7 @@ from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.tasks.common import (
-    CLASSIFICATION_METRICS,
-    batch_size_of,
-    optimizer_factory,
+    classification_parts,
     stratified_split,
     tensor_datasets,
 )
@@ -94,13 +92,4 @@ def build(
 ) -> TaskParts:
     torch.manual_seed(seed)
     model = make_cnn(int(params.get("channels", 16)), float(params.get("dropout", 0.0)))
-    train_set, val_set = datasets(fidelity)
-    return TaskParts(
-        model=model,
-        train_set=train_set,
-        val_set=val_set,
-        loss_fn=nn.functional.cross_entropy,
-        metrics=CLASSIFICATION_METRICS,
-        make_optimizer=optimizer_factory(params),
-        batch_size=batch_size_of(params, train.batch_size),
-    )
+    return classification_parts(model, datasets(fidelity), params, train)
