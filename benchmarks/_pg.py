@@ -20,7 +20,11 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-PG_BIN = Path(os.environ.get("HPCTUNE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+_FOUND = sorted(
+    Path("/usr/lib/postgresql").glob("*/bin"),
+    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+)
+PG_BIN = Path(os.environ.get("HPCTUNE_PG_BIN") or (_FOUND[-1] if _FOUND else "/usr/lib/postgresql/15/bin"))
 
 
 def _free_port() -> int:

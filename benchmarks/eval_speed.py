@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from hpc_tune.config import TrainConfig
+from hpc_tune.study.config import TrainConfig
 from hpc_tune.tasks import digits, shapes_cnn
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.train.engine import fit

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from hpc_tune.config import Config, LoadedConfig, load_config, parse_config
 from hpc_tune.errors import (
     ConfigError,
     HpcTuneError,
@@ -19,7 +18,8 @@ from hpc_tune.errors import (
     StudyNotFoundError,
     TaskError,
 )
-from hpc_tune.storage import redact_url, resolve_storage
+from hpc_tune.study.config import Config, LoadedConfig, load_config, parse_config
+from hpc_tune.study.storage import redact_url, resolve_storage
 
 __all__ = [
     "__version__",

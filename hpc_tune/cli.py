@@ -17,9 +17,9 @@ from typing import Any
 import click
 
 from hpc_tune import __version__
-from hpc_tune.config import DEFAULT_CONFIG, LoadedConfig, load_config
 from hpc_tune.errors import ConfigError, HpcTuneError, StudyNotFoundError
-from hpc_tune.storage import redact_url, resolve_storage, url_password
+from hpc_tune.study.config import DEFAULT_CONFIG, LoadedConfig, load_config
+from hpc_tune.study.storage import redact_url, resolve_storage, url_password
 
 
 class _OneLineGroup(click.Group):
@@ -124,8 +124,8 @@ def init(output: Path, force: bool) -> None:
     """Write a commented hpctune.yaml for the built-in digits task."""
     if output.exists() and not force:
         raise ConfigError("file exists; use --force to overwrite", output)
-    text = resources.files("hpc_tune").joinpath("templates/hpctune.yaml").read_text(encoding="utf-8")
-    from hpc_tune.metrics import atomic_write_text
+    text = resources.files("hpc_tune.study").joinpath("templates/hpctune.yaml").read_text(encoding="utf-8")
+    from hpc_tune.study.records import atomic_write_text
 
     atomic_write_text(output, text)
     click.echo(f"wrote {output}; next: hpctune check -c {output}")
@@ -135,7 +135,7 @@ def init(output: Path, force: bool) -> None:
 @config_option
 def check(config_path: Path) -> None:
     """Validate the config and warn about settings that waste trials."""
-    from hpc_tune.lint import lint
+    from hpc_tune.study.lint import lint
 
     loaded = _load(config_path)
     findings = lint(loaded.config)
@@ -178,7 +178,7 @@ def worker(
     config_path: Path, storage: str | None, worker_index: int | None, max_trials: int | None, verbose: bool
 ) -> int:
     """Run one worker: take trials from the shared study until its budget is used (an array task)."""
-    from hpc_tune.worker import run_worker
+    from hpc_tune.worker.loop import run_worker
 
     _setup_logging(verbose)
     loaded = _load(config_path, storage)
@@ -202,9 +202,9 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hpc_tune.collect import collect, format_table
-    from hpc_tune.local import first_worker_error, run_local
-    from hpc_tune.worker import open_study
+    from hpc_tune.report.collect import collect, format_table
+    from hpc_tune.study.shared import open_study
+    from hpc_tune.worker.local import first_worker_error, run_local
 
     _setup_logging(False)
     loaded = _load(config_path, storage)
@@ -233,8 +233,8 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
     if report.failed_workers:
         why = first_worker_error(report) or f"exit codes {report.failed_workers}"
         raise HpcTuneError(f"worker failed: {why}", report.logs[0].parent)
-    study, _ = open_study(loaded, storage, with_heartbeat=False)
-    result = collect(study, loaded.study_dir, budget=c.trials)
+    shared = open_study(loaded, storage, with_heartbeat=False)
+    result = collect(shared.study, loaded.study_dir, budget=c.trials)
     click.echo(format_table(result.summary))
     if report.recovered_trials:
         click.echo(f"recovered trials of killed workers: {report.recovered_trials} (retried)")
@@ -276,14 +276,14 @@ def collect_cmd(
     slurm_guard: bool,
 ) -> None:
     """Aggregate STUDY into runs/<study>/summary.json and trials.csv, and print the top trials."""
-    from hpc_tune.collect import collect, format_table, load_study
+    from hpc_tune.report.collect import collect, format_table, load_study
 
     _refuse_password_in_argv(storage)
     loaded = _loaded_for(study, config_path, storage)
     if slurm_guard:
         if loaded is None:
             raise ConfigError("--slurm-guard needs the study's config", "--config")
-        from hpc_tune.submit import guard_collector
+        from hpc_tune.slurm.submit import guard_collector
 
         waited = guard_collector(loaded)
         if waited:
@@ -298,7 +298,7 @@ def collect_cmd(
         budget = loaded.config.trials
     else:
         assert study is not None
-        from hpc_tune.config import STUDY_NAME_RE
+        from hpc_tune.study.config import STUDY_NAME_RE
 
         if not STUDY_NAME_RE.match(study):
             raise ConfigError(f"{study!r} is not a valid study name", "STUDY")
@@ -309,7 +309,7 @@ def collect_cmd(
     # With the study's config, trials of workers that died without a word are failed before counting.
     liveness = loaded.config.worker if loaded is not None else None
     opened = load_study(spec, name, liveness, study_dir)
-    result = collect(opened, study_dir, budget=budget)
+    result = collect(opened.study, study_dir, budget=budget)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
         return
@@ -329,7 +329,7 @@ def collect_cmd(
 )
 def render(config_path: Path, array: Any, out_dir: Path | None) -> None:
     """Write jobs/<study>.array.sh and jobs/<study>.collect.sh (sbatch them by hand in name order)."""
-    from hpc_tune.render import render_scripts
+    from hpc_tune.slurm.render import render_scripts
 
     scripts = render_scripts(_load(config_path), array, out_dir=out_dir)
     click.echo(f"wrote {scripts.array_path}")
@@ -344,7 +344,7 @@ def render(config_path: Path, array: Any, out_dir: Path | None) -> None:
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def submit(config_path: Path, array: Any, dry_run: bool, out_dir: Path | None) -> None:
     """Render and submit the worker array and, after it (afterany), the collector."""
-    from hpc_tune.submit import submit as submit_study
+    from hpc_tune.slurm.submit import submit as submit_study
 
     loaded = _load(config_path)
     result = submit_study(loaded, array, dry_run=dry_run, out_dir=out_dir)
@@ -368,15 +368,15 @@ def submit(config_path: Path, array: Any, dry_run: bool, out_dir: Path | None) -
 @storage_option
 def status(study: str | None, config_path: Path | None, storage: str | None) -> None:
     """Array tasks from squeue and trial counts by state."""
-    from hpc_tune.collect import load_study
-    from hpc_tune.local import study_counts
-    from hpc_tune.submit import status as slurm_status
+    from hpc_tune.report.collect import load_study
+    from hpc_tune.slurm.submit import status as slurm_status
+    from hpc_tune.worker.local import study_counts
 
     loaded = _loaded_for(study, config_path, storage)
     if loaded is None:
         raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune status")
     c = loaded.config
-    counts = study_counts(load_study(resolve_storage(storage or c.storage, loaded.study_dir), c.study))
+    counts = study_counts(load_study(resolve_storage(storage or c.storage, loaded.study_dir), c.study).study)
     click.echo(
         f"study {c.study}: {counts['finished']}/{c.trials} finished (COMPLETE {counts['COMPLETE']}, "
         f"PRUNED {counts['PRUNED']}, FAIL {counts['FAIL']}, RUNNING {counts['RUNNING']}, "
@@ -394,9 +394,9 @@ def status(study: str | None, config_path: Path | None, storage: str | None) -> 
 @config_option
 def cancel(config_path: Path) -> None:
     """Cancel the study's SLURM jobs; workers fail and re-enqueue their running trials on the way out."""
-    from hpc_tune.recovery import fail_trials_of_jobs
-    from hpc_tune.submit import cancel as cancel_jobs
-    from hpc_tune.worker import open_study
+    from hpc_tune.slurm.submit import cancel as cancel_jobs
+    from hpc_tune.slurm.submit import fail_trials_of_jobs
+    from hpc_tune.study.shared import open_study
 
     loaded = _load(config_path)
     ids = cancel_jobs(loaded)
@@ -405,8 +405,7 @@ def cancel(config_path: Path) -> None:
         return
     click.echo(f"cancelled job(s): {', '.join(ids)}")
     # Workers fail their trials on SIGTERM; one that was SIGKILLed first would leave its trial RUNNING.
-    study, spec = open_study(loaded, None, with_heartbeat=False)
-    failed = fail_trials_of_jobs(study, spec, loaded, ids)
+    failed = fail_trials_of_jobs(open_study(loaded, None, with_heartbeat=False), loaded, ids)
     if failed:
         click.echo(f"failed and re-enqueued trial(s) left running by cancelled tasks: {failed}")
 
@@ -430,7 +429,7 @@ def dashboard(study: str | None, config_path: Path | None, storage: str | None, 
         raise HpcTuneError(
             "optuna-dashboard is not installed: pip install 'hpc-tune[dashboard]'", "hpctune dashboard"
         ) from None
-    from hpc_tune.collect import load_study
+    from hpc_tune.report.collect import load_study
 
     loaded = _loaded_for(study, config_path, storage)
     if loaded is None:
@@ -441,7 +440,7 @@ def dashboard(study: str | None, config_path: Path | None, storage: str | None, 
         f"dashboard for {loaded.config.study} ({spec.display}) on http://{host}:{port}/ — Ctrl-C stops it",
         err=True,
     )
-    run_server(opened._storage, host=host, port=port)
+    run_server(opened.storage, host=host, port=port)
 
 
 def _loaded_for(study: str | None, config_path: Path | None, storage: str | None) -> LoadedConfig | None:

@@ -3,14 +3,15 @@
 # server) and a running one-node SLURM (scripts/slurm-local.sh). Idempotent; says what it did.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-pg_bin="${HPCTUNE_PG_BIN:-/usr/lib/postgresql/15/bin}"
-if [ ! -x "$pg_bin/initdb" ]; then
+newest_pg_bin() { { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | tail -n 1; }
+pg_bin="${HPCTUNE_PG_BIN:-$(newest_pg_bin)}"
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
     echo "test-services: installing PostgreSQL (initdb not found in $pg_bin)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq postgresql >/dev/null
-    pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-    echo "test-services: PostgreSQL binaries in $pg_bin (set HPCTUNE_PG_BIN=$pg_bin if not 15)"
+    pg_bin="$(newest_pg_bin)"
+    echo "test-services: PostgreSQL binaries in $pg_bin (the suite finds the newest version itself)"
 else
     echo "test-services: PostgreSQL binaries found in $pg_bin"
 fi

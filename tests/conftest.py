@@ -23,7 +23,18 @@ import yaml
 pytest_plugins = ["tests.slurm_fixtures"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PG_BIN = Path(os.environ.get("HPCTUNE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _newest_pg_bin() -> Path:
+    """The newest installed PostgreSQL's binaries (Debian keeps each major version in its own folder)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = Path(os.environ.get("HPCTUNE_PG_BIN") or _newest_pg_bin())
 REPO = Path(__file__).resolve().parent.parent
 TEST_PASSWORD = "s3cret-Pa55-" + uuid.uuid4().hex[:8]
 

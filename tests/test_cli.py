@@ -17,8 +17,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpc_tune.cli import cli
-from hpc_tune.metrics import TrialRecord, write_trial
-from hpc_tune.storage import open_storage, resolve_storage
+from hpc_tune.study.records import TrialRecord, write_trial
+from hpc_tune.study.storage import open_storage, resolve_storage
 from tests.conftest import write_config
 
 
@@ -38,8 +38,10 @@ def test_init_then_check_passes(tmp_path: Path) -> None:
     code, out, _ = invoke("check", "-c", str(target))
     assert code == 0
     assert out == (
+        "warning: storage: is the embedded journal, which has no heartbeat for killed tasks: SLURM arrays "
+        "of more than one task need PostgreSQL (render and submit refuse them)\n"
         "ok: study digits-mlp, 5 parameters, 24 trials x 15 epochs, sampler tpe, pruner median, "
-        "storage embedded\n"
+        "storage embedded (1 warning)\n"
     )
     code, _, err = invoke("init", "-o", str(target))
     assert code == 2 and err == f"Error: file exists; use --force to overwrite ({target})\n"

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hpc_tune.config import TrainConfig
 from hpc_tune.errors import NonFiniteLoss, OutOfMemory
+from hpc_tune.study.config import TrainConfig
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.train.batch_probe import BatchPlan, plan_for_device
 from hpc_tune.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint

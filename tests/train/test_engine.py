@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from hpc_tune.config import FidelityConfig, ScheduleConfig, TrainConfig
 from hpc_tune.errors import NonFiniteLoss, OutOfMemory
+from hpc_tune.study.config import FidelityConfig, ScheduleConfig, TrainConfig
 from hpc_tune.tasks import digits, shapes_cnn
 from hpc_tune.train import engine
 from hpc_tune.train.engine import fit

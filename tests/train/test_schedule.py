@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hpc_tune.config import Config, FidelityConfig, ScheduleConfig
+from hpc_tune.study.config import Config, FidelityConfig, ScheduleConfig
 from hpc_tune.train.schedule import ONECYCLE_END, build_scheduler, plan_schedule
 
 

@@ -1,0 +1,273 @@
+"""Aggregate a study: the Optuna study (truth for states and values) joined with the per-trial JSON files
+(truth for learning curves) into runs/<study>/summary.json and trials.csv.
+
+The study decides what happened; JSON files only add detail. A damaged JSON file is listed under
+``quarantined`` and its trial still appears with what the study knows, so one bad file never hides results.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpc_tune.study.budget import budget_state, retried_numbers
+from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
+from hpc_tune.study.records import (
+    SCHEMA_VERSION,
+    LoadedTrials,
+    atomic_write_json,
+    atomic_write_text,
+    now_iso,
+    read_trials,
+)
+from hpc_tune.study.shared import load_existing_study as load_study
+
+__all__ = ["Collected", "collect", "format_table", "load_study", "summarize", "trials_csv"]
+
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Collected:
+    summary: dict[str, Any]
+    summary_path: Path
+    csv_path: Path
+
+
+def reason_of(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> str | None:
+    reason = trial.user_attrs.get("reason") or (record or {}).get("reason")
+    if reason:
+        return str(reason)
+    if trial.state == TrialState.PRUNED:
+        return "pruned"
+    if trial.state == TrialState.FAIL:
+        # Failed by another worker's heartbeat check: its own worker died before it could say why.
+        return "heartbeat_stale" if trial.number in retried else "unknown"
+    return None
+
+
+def _row(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> dict[str, Any]:
+    epochs = (record or {}).get("epochs") or []
+    return {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "reason": reason_of(trial, record, retried),
+        "retried": trial.number in retried,
+        "retry_of": trial.system_attrs.get("failed_trial"),
+        "params": dict(trial.params),
+        "epochs": len(epochs) if epochs else len(trial.intermediate_values),
+        "best_epoch": ((record or {}).get("best") or {}).get("epoch"),
+        "duration_s": (record or {}).get("duration_s")
+        or (trial.duration.total_seconds() if trial.duration is not None else None),
+        "host": trial.user_attrs.get("host"),
+        "array_task_id": trial.user_attrs.get("slurm.array_task_id"),
+        "baseline": bool(trial.user_attrs.get("baseline")),
+        "phase": trial.user_attrs.get(PHASE_ATTR),
+        "promoted_from": trial.user_attrs.get(PROMOTED_ATTR),
+    }
+
+
+def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None = None) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    rows = [_row(t, loaded.records.get(t.number), retried) for t in trials]
+    counts = {s.name: 0 for s in TrialState}
+    for t in trials:
+        counts[t.state.name] += 1
+    total = budget or int(study.user_attrs.get("trials") or len(trials))
+    state = budget_state(trials, total)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete = [
+        r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None and math.isfinite(r["value"])
+    ]
+    complete.sort(key=lambda r: r["value"], reverse=maximize)
+    # Screening values (a data subset, fewer epochs) are not comparable with full-fidelity ones: once trials
+    # were promoted, the ranking is theirs, and the screening ranking is reported beside it.
+    promoted = [r for r in complete if r["promoted_from"] is not None]
+    top = [_top_entry(r) for r in (promoted or complete)[:TOP_K]]
+    extra: dict[str, Any] = {}
+    if any(r["promoted_from"] is not None for r in rows):
+        value_of = {r["trial"]: r["value"] for r in rows}
+        extra["screening_top_k"] = [_top_entry(r) for r in complete if r["promoted_from"] is None][:TOP_K]
+        extra["promoted"] = [
+            {
+                "trial": r["trial"],
+                "promoted_from": r["promoted_from"],
+                "state": r["state"],
+                "value": r["value"],
+                "screening_value": value_of.get(r["promoted_from"]),
+            }
+            for r in rows
+            if r["promoted_from"] is not None
+        ]
+    if any(r["phase"] is not None for r in rows):
+        extra["phases"] = _phases(rows, study.user_attrs, maximize)
+    # The baseline's retry carries the mark too: report the run that stands (not a re-run FAIL).
+    marked = [r for r in rows if r["baseline"]]
+    baseline = next((r for r in reversed(marked) if not r["retried"]), marked[-1] if marked else None)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": study.study_name,
+        "direction": "maximize" if maximize else "minimize",
+        "metric": study.user_attrs.get("metric"),
+        "generated_at": now_iso(),
+        "budget": {"trials": total, "finished": state.finished, "retried": len(retried)},
+        "counts": counts,
+        "best": top[0] if top else None,
+        "top_k": top,
+        "baseline": None
+        if baseline is None
+        else {k: baseline[k] for k in ("trial", "state", "value", "params")},
+        "reasons": _count_reasons(rows),
+        "pruning": _pruning(rows, loaded),
+        **extra,
+        "quarantined": loaded.quarantined,
+        "trials": rows,
+    }
+
+
+def _pruning(rows: list[dict[str, Any]], loaded: LoadedTrials) -> dict[str, Any]:
+    """What pruning saved: epochs run vs the epochs pruned trials would have run to the end.
+
+    A trial's full length is its record's ``fidelity.epochs`` (what it was scheduled for), else the longest
+    completed trial.
+    """
+    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL") and not r["retried"]]
+    longest = max((r["epochs"] for r in rows if r["state"] == "COMPLETE"), default=0)
+    spent = sum(r["epochs"] for r in finished)
+    if_unpruned = 0
+    for r in finished:
+        scheduled = ((loaded.records.get(r["trial"]) or {}).get("fidelity") or {}).get("epochs") or longest
+        if_unpruned += max(r["epochs"], scheduled) if r["state"] == "PRUNED" else r["epochs"]
+    pruned = sum(1 for r in finished if r["state"] == "PRUNED")
+    return {
+        "pruned_fraction": round(pruned / len(finished), 4) if finished else 0.0,
+        "epochs_spent": spent,
+        "epochs_if_unpruned": if_unpruned,
+        "saved_fraction": round(1 - spent / if_unpruned, 4) if if_unpruned else 0.0,
+    }
+
+
+def _top_entry(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("trial", "value", "params", "epochs", "best_epoch")}
+
+
+def _phases(rows: list[dict[str, Any]], study_attrs: dict[str, Any], maximize: bool) -> list[dict[str, Any]]:
+    out = []
+    for phase in sorted({r["phase"] for r in rows if r["phase"] is not None}):
+        members = [r for r in rows if r["phase"] == phase]
+        values = [r["value"] for r in members if r["state"] == "COMPLETE" and r["value"] is not None]
+        best = (max(values) if maximize else min(values)) if values else None
+        out.append(
+            {
+                "phase": phase,
+                "trials": len(members),
+                "best_value": best,
+                "pinned": study_attrs.get(phase_fixed_key(phase), {}),
+            }
+        )
+    return out
+
+
+def _count_reasons(rows: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        if r["reason"]:
+            out[r["reason"]] = out.get(r["reason"], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def trials_csv(summary: dict[str, Any]) -> str:
+    rows = summary["trials"]
+    param_names = sorted({p for r in rows for p in r["params"]})
+    fields = [
+        "trial",
+        "state",
+        "value",
+        "reason",
+        "retried",
+        "retry_of",
+        "epochs",
+        "best_epoch",
+        "duration_s",
+        "host",
+        "array_task_id",
+        "baseline",
+        "phase",
+        "promoted_from",
+    ]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(fields + [f"param_{p}" for p in param_names])
+    for r in rows:
+        writer.writerow([_cell(r[f]) for f in fields] + [_cell(r["params"].get(p)) for p in param_names])
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def collect(study: optuna.Study, study_dir: Path, *, budget: int | None = None) -> Collected:
+    summary = summarize(study, read_trials(study_dir), budget=budget)
+    summary_path = study_dir / "summary.json"
+    csv_path = study_dir / "trials.csv"
+    atomic_write_text(csv_path, trials_csv(summary))
+    atomic_write_json(summary_path, summary)
+    return Collected(summary, summary_path, csv_path)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The short terminal view: counts, then the top trials with their parameters."""
+    c = summary["counts"]
+    b = summary["budget"]
+    lines = [
+        f"study {summary['study']}: {b['finished']}/{b['trials']} finished "
+        f"(COMPLETE {c['COMPLETE']}, PRUNED {c['PRUNED']}, FAIL {c['FAIL']}, RUNNING {c['RUNNING']}, "
+        f"WAITING {c['WAITING']}; {b['retried']} retried)"
+    ]
+    p = summary["pruning"]
+    if c["PRUNED"]:
+        lines.append(
+            f"pruning: {c['PRUNED']} pruned, {p['epochs_spent']} of {p['epochs_if_unpruned']} epochs run "
+            f"({p['saved_fraction']:.0%} saved)"
+        )
+    if summary["quarantined"]:
+        lines.append(
+            f"quarantined {len(summary['quarantined'])} file(s): "
+            + ", ".join(q["file"] for q in summary["quarantined"])
+        )
+    if not summary["top_k"]:
+        lines.append("no completed trial yet")
+        return "\n".join(lines)
+    metric = summary.get("metric") or "value"
+    best = summary["best"]
+    lines.append(
+        f"best: trial {best['trial']}, {metric} {_fmt(best['value'])}, "
+        + ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
+    )
+    base = summary["baseline"]
+    if base is not None:
+        shown = _fmt(base["value"]) if base["value"] is not None else base["state"]
+        lines.append(f"baseline: trial {base['trial']}, {metric} {shown}")
+    lines.append(f"top {len(summary['top_k'])} by {metric} ({summary['direction']}):")
+    header = f"  {'rank':>4}  {'trial':>5}  {metric:>10}  {'epochs':>6}  params"
+    lines.append(header)
+    for rank, t in enumerate(summary["top_k"], start=1):
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
+        lines.append(f"  {rank:>4}  {t['trial']:>5}  {_fmt(t['value']):>10}  {t['epochs']:>6}  {params}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,339 @@
+"""Render the worker-array and collector sbatch scripts from a validated config.
+
+The scripts are meant to be read (and resubmitted by hand) by users and SLURM admins, so they are plain
+``#SBATCH`` lines plus a few commented shell lines. Every value that reaches them is validated here and
+``shlex.quote``d (sbatch's directive parser understands the same quoting as bash), and no secret is ever
+written: the worker finds its storage URL in the config or ``HPCTUNE_STORAGE`` at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import jinja2
+
+from hpc_tune.errors import ConfigError
+from hpc_tune.slurm import (
+    DEFAULT_MAX_ARRAY_SIZE,
+    OFFSET_ENV,
+    ArrayChunk,
+    ArraySpec,
+    job_name_for,
+    requeue_self,
+    sbatch_argv,
+)
+from hpc_tune.study.config import LoadedConfig
+
+__all__ = ["RenderedScripts", "array_sbatch_args", "check_no_password", "render_scripts"]
+
+_TEMPLATES = Path(__file__).parent / "templates"
+# Control characters would end a comment line or an #SBATCH directive early; backslash means "no %
+# substitution" to SLURM's filename patterns. Neither belongs in a path we write into a script.
+_BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_BAD_LINE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Options whose value hpc_tune owns: a second copy in extra_sbatch would silently win (sbatch keeps the last)
+# and break the job name that squeue/singleton key on, the log paths, or the requeue-on-USR2 protocol.
+_OWNED_OPTIONS = {
+    "--job-name": "it is always hpctune-<study>",
+    "--array": "use `--array` of hpctune submit/render (or slurm.array_parallelism)",
+    "--dependency": "hpctune submit sets it",
+    "--output": "logs go to <results>/<study>/logs/",
+    "--error": "logs go to <results>/<study>/logs/",
+    "--open-mode": "append keeps a requeued task's runs in one log",
+    "--signal": "use slurm.signal_grace_s",
+    "--no-requeue": "the worker requeues its own task at walltime",
+    "--chdir": "scripts run in the config file's directory",
+    "--export": "hpctune submit uses it for split arrays",
+}
+
+
+@dataclass(frozen=True)
+class RenderedScripts:
+    """Both scripts of a study, as written, plus the array parts to submit (one unless split)."""
+
+    array_path: Path
+    collect_path: Path
+    array_text: str
+    collect_text: str
+    job_name: str
+    chunks: tuple[ArrayChunk, ...]
+    logs_dir: Path
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hpc-tune")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def check_no_password(loaded: LoadedConfig) -> None:
+    """Refuse a storage URL with a password: sbatch and slurmctld keep scripts and env in plain text."""
+    url = loaded.config.storage
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        in_query = any(key.lower() == "password" for key in parse_qs(parts.query))
+    except ValueError:
+        password, in_query = None, False
+    if password or in_query:
+        raise ConfigError(
+            "the storage URL holds a password, which would end up in SLURM's spool and logs: remove it "
+            "from the URL and put it in a PGPASSFILE (a 0600 file; export PGPASSFILE in slurm.setup)",
+            loaded.path if loaded.path is not None else "storage",
+        )
+
+
+EMBEDDED_ARRAY_REFUSED = (
+    "an array of {n} tasks needs a PostgreSQL study: the embedded journal store has no heartbeat, so a "
+    "killed task's trial would stay RUNNING forever (and a journal file on a network filesystem is a known "
+    "source of corruption); set storage: postgresql+psycopg2://USER@HOST/DB or HPCTUNE_STORAGE"
+)
+
+
+def refuse_embedded_array(loaded: LoadedConfig, array: ArraySpec) -> None:
+    """Liveness across SLURM tasks needs a shared heartbeat, which only the database store has. One task
+    is fine: nothing else shares the journal and a requeued task resumes what it left."""
+    storage = loaded.config.storage
+    if (storage is None or storage in ("", "embedded")) and array.count > 1:
+        raise ConfigError(EMBEDDED_ARRAY_REFUSED.format(n=array.count), "storage")
+
+
+def _check_path(path: Path, what: str) -> str:
+    text = os.fspath(path)
+    if _BAD_PATH_CHARS.search(text):
+        raise ConfigError(f"{what} {text!r} has a control character or backslash, not allowed in job scripts")
+    return text
+
+
+def _log_pattern(logs_dir: str, name: str) -> str:
+    """Quote a log path for --output/--error, where SLURM expands %A, %a, %j: a % of the directory is %%."""
+    return shlex.quote(logs_dir.replace("%", "%%") + "/" + name)
+
+
+def _check_setup(lines: Sequence[str]) -> list[str]:
+    """Each setup line must be a complete bash command on its own, so a typo fails here, not on the node."""
+    checked = []
+    for number, line in enumerate(lines, 1):
+        if _BAD_LINE_CHARS.search(line):
+            raise ConfigError(f"slurm.setup line {number} has a control character: {line!r}")
+        try:
+            proc = subprocess.run(
+                ["bash", "-n", "-c", line], capture_output=True, text=True, timeout=10, check=False
+            )
+        except FileNotFoundError:
+            proc = None  # no bash here (rendering on another OS): the node's bash will judge
+        if proc is not None and proc.returncode != 0:
+            detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "syntax error"
+            detail = re.sub(r"^bash: -c: (line \d+: )?", "", detail)
+            raise ConfigError(f"slurm.setup line {number} is not valid bash ({detail}): {line!r}")
+        checked.append(line)
+    return checked
+
+
+def _check_extra_sbatch(lines: Sequence[str]) -> list[str]:
+    for line in lines:
+        if _BAD_LINE_CHARS.search(line):
+            raise ConfigError(f"slurm.extra_sbatch {line!r} has a control character")
+        option = line.split("=", 1)[0].split()[0]
+        if option in _OWNED_OPTIONS:
+            raise ConfigError(f"slurm.extra_sbatch must not set {option}: {_OWNED_OPTIONS[option]}")
+    return list(lines)
+
+
+def _command(cmd: str, *args: str) -> str:
+    parts = shlex.split(cmd)
+    if not parts:
+        raise ConfigError("the hpctune command to put in the scripts is empty")
+    return shlex.join([*parts, *args])
+
+
+def array_sbatch_args(chunk: ArrayChunk, n_chunks: int) -> list[str]:
+    """Extra sbatch arguments for one part of a split array (none when the script's own --array is all)."""
+    if n_chunks == 1:
+        return []
+    return [f"--array={chunk.spec}", f"--export=ALL,{OFFSET_ENV}={chunk.offset}"]
+
+
+def _write_both(files: Sequence[tuple[Path, str]]) -> None:
+    """Both scripts or neither: write temporary files, rename them into place, and put the old files back
+    if the second rename fails (a new array script next to a stale collector would mislead)."""
+    temps: list[tuple[str, Path]] = []
+    placed: list[tuple[Path, str | None]] = []
+    backups: list[str] = []
+    try:
+        for path, text in files:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            # 0755: readable by the SLURM admin who is asked why a job failed; nothing secret inside.
+            os.chmod(tmp, 0o755)
+        for tmp, path in temps:
+            backup = None
+            if path.is_file():
+                fd, backup = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".bak")
+                os.close(fd)
+                backups.append(backup)
+                shutil.copy2(path, backup)
+            os.replace(tmp, path)
+            placed.append((path, backup))
+    except OSError as exc:
+        for path, backup in reversed(placed):
+            if backup is not None:
+                os.replace(backup, path)
+            else:
+                path.unlink(missing_ok=True)
+        where = files[0][0].parent
+        raise ConfigError(f"cannot write the job scripts: {exc.strerror or exc}", where) from None
+    finally:
+        for leftover in [tmp for tmp, _ in temps] + backups:
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
+
+
+def render_scripts(
+    loaded: LoadedConfig,
+    array: ArraySpec,
+    *,
+    out_dir: Path | None = None,
+    config_path_for_script: Path | None = None,
+    hpctune_cmd: str = "hpctune",
+    max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
+    now: datetime | None = None,
+) -> RenderedScripts:
+    """Write ``<out_dir>/<study>.array.sh`` and ``<study>.collect.sh`` (default out_dir: jobs/ next to the
+    config) and create the logs directory, without which SLURM would fail the tasks before any output.
+
+    ``array``'s own ``%N`` wins over ``slurm.array_parallelism`` (it came from the command line). An array
+    with an index at or above ``max_array_size`` is split; the script's ``--array`` then holds the first
+    part and ``chunks`` lists all of them (submit passes each part's ``--array`` and offset).
+    ``hpctune_cmd`` is shell words (``python -m hpc_tune`` works; quote a path that has spaces).
+    """
+    cfg = loaded.config
+    slurm = cfg.slurm
+    check_no_password(loaded)
+    refuse_embedded_array(loaded, array)
+    config_path = config_path_for_script or loaded.path
+    if config_path is None:
+        raise ConfigError("the scripts need the config file's path: load the config from a file")
+    config_text = _check_path(Path(config_path), "config path")
+    root = _check_path(loaded.root, "config directory")
+    study_dir = loaded.study_dir
+    logs_dir = study_dir / "logs"
+    logs = _check_path(logs_dir, "results directory")
+    inductor_cache = _check_path(study_dir / "inductor-cache", "results directory")
+    out = Path(out_dir) if out_dir is not None else loaded.root / "jobs"
+    array_path = out / f"{cfg.study}.array.sh"
+    collect_path = out / f"{cfg.study}.collect.sh"
+    _check_path(array_path, "jobs directory")
+    setup = _check_setup(slurm.setup)
+    extra = _check_extra_sbatch(slurm.extra_sbatch)
+
+    if array.parallelism is None and slurm.array_parallelism is not None:
+        array = array.with_parallelism(slurm.array_parallelism)
+    chunks = tuple(array.split(max_array_size))
+    job_name = job_name_for(cfg.study)
+
+    common = [f"--job-name={job_name}", f"--chdir={shlex.quote(root)}"]
+    for option, value in (("partition", slurm.partition), ("account", slurm.account), ("qos", slurm.qos)):
+        if value is not None:
+            common.append(f"--{option}={shlex.quote(value)}")
+    common.append(f"--time={shlex.quote(slurm.time)}")
+
+    array_lines = [*common]
+    if slurm.gres is not None:
+        array_lines.append(f"--gres={shlex.quote(slurm.gres)}")
+    array_lines.append(f"--cpus-per-task={slurm.cpus_per_task}")
+    if slurm.mem is not None:
+        array_lines.append(f"--mem={shlex.quote(slurm.mem)}")
+    array_lines += [
+        f"--array={chunks[0].spec}",
+        f"--output={_log_pattern(logs, 'array-%A_%a.out')}",
+        f"--error={_log_pattern(logs, 'array-%A_%a.err')}",
+        "--requeue",
+        "--open-mode=append",
+        f"--signal=B:USR2@{slurm.signal_grace_s}",
+        *extra,
+    ]
+    # The collector needs one core and no GPU; extra_sbatch (often GPU or exclusive options) is not repeated.
+    collect_lines = [*common, "--cpus-per-task=1"]
+    if slurm.mem is not None:
+        collect_lines.append(f"--mem={shlex.quote(slurm.mem)}")
+    collect_lines += [
+        f"--output={_log_pattern(logs, 'collect-%j.out')}",
+        f"--error={_log_pattern(logs, 'collect-%j.err')}",
+        "--open-mode=append",
+        "--dependency=singleton",
+    ]
+
+    n = len(chunks)
+    if n == 1:
+        resubmit = [f"sbatch {shlex.quote(str(array_path))} && sbatch {shlex.quote(str(collect_path))}"]
+    else:
+        resubmit = [
+            f"(split into {n} arrays at MaxArraySize={max_array_size}; hpctune submit runs them"
+            + (" one after another to keep the %N limit)" if array.parallelism is not None else ")"),
+            *(shlex.join(sbatch_argv(array_path, extra_args=array_sbatch_args(c, n))) for c in chunks),
+            f"sbatch {shlex.quote(str(collect_path))}",
+        ]
+    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    context = {
+        "study": cfg.study,
+        "version": _version(),
+        "config_comment": config_text,
+        "date": stamp,
+        "setup": setup,
+        "inductor_cache": shlex.quote(inductor_cache),
+        "collect_path": shlex.quote(str(collect_path)),
+        "grace": slurm.signal_grace_s,
+        "requeue_line": requeue_self(),
+    }
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    array_text = env.get_template("worker_array.sh.j2").render(
+        **context,
+        sbatch_lines=array_lines,
+        resubmit=resubmit,
+        worker_cmd=_command(hpctune_cmd, "worker", "-c", config_text),
+    )
+    collect_text = env.get_template("collect.sh.j2").render(
+        **context,
+        sbatch_lines=collect_lines,
+        collect_cmd=_command(hpctune_cmd, "collect", "--config", config_text, "--slurm-guard"),
+    )
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        logs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create directory: {exc.strerror or exc}", exc.filename) from None
+    _write_both([(array_path, array_text), (collect_path, collect_text)])
+    return RenderedScripts(
+        array_path=array_path,
+        collect_path=collect_path,
+        array_text=array_text,
+        collect_text=collect_text,
+        job_name=job_name,
+        chunks=chunks,
+        logs_dir=logs_dir,
+    )

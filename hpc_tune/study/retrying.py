@@ -1,0 +1,365 @@
+"""One retrying layer between every part of hpc_tune (and the user's own objective) and the study storage.
+
+A tuning campaign runs for days against one database; a restart, a fail-over or a full connection table
+must not turn a healthy trial into a FAIL. Every storage call made while a trial runs goes through
+:class:`RetryingStorage`: the worker's, the engine's, and those a plain Optuna objective makes itself
+(``suggest_*``, ``report``, ``should_prune``, ``set_user_attr`` all reach the storage through the study).
+Transient errors are retried with jittered exponential back-off (tenacity) until a deadline; past it
+:class:`StorageUnavailableError` (exit 75, EX_TEMPFAIL) ends the worker, whose running trial is then failed
+and retried by the liveness check of the other workers, never counted as budget.
+
+Retried writes must be idempotent. Most of Optuna's are (upserts of attributes, intermediate values and
+params); the two that are not are guarded here:
+- ``create_new_trial``: a commit can succeed and its reply be lost. Each creation carries a token in its
+  system attributes, and a retry first looks for a trial with that token.
+- ``set_trial_state_values``: a retried "finish" finds the trial already finished (by us) and reports
+  success when the stored state is the one asked for; a retried "take this WAITING trial" that finds it
+  RUNNING is ours, because hpc_tune only takes waiting trials under the study lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import optuna
+import tenacity
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from hpc_tune.errors import StorageUnavailableError
+from hpc_tune.study import optuna_adapter as adapter
+
+if TYPE_CHECKING:
+    from optuna.study import FrozenStudy
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# How long a worker keeps retrying one storage call through an outage (a restart, a fail-over, a full
+# connection table) before it gives up with exit 75: long enough for a database restart or a fail-over,
+# short enough that a dead server ends the array task instead of holding a GPU.
+DEFAULT_DEADLINE_S = 300.0
+CREATE_TOKEN_ATTR = "hpctune:create_token"
+
+# Connection-level failures that say nothing about the request itself. A refused login is an
+# OperationalError too, but waiting will not fix a wrong password.
+_NOT_TRANSIENT = ("password authentication failed", "no password supplied", "does not exist", "role ")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure a retry can fix: the connection broke, the server restarts or is full, a serialization
+    conflict. Optuna re-raises SQLAlchemy errors from its sessions as ``StorageInternalError``, so the cause
+    decides (found by restarting PostgreSQL under a running worker)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | InterfaceError):
+            text = str(getattr(current, "orig", current))
+            return not any(marker in text for marker in _NOT_TRANSIENT)
+        if isinstance(current, DBAPIError) and getattr(current, "connection_invalidated", False):
+            return True
+        if not isinstance(current, optuna.exceptions.StorageInternalError):
+            return False
+        current = current.__cause__
+    return False
+
+
+def is_server_full(exc: BaseException) -> bool:
+    """The server is up but its connection table is full: other workers will free a slot, so waiting (up to
+    the deadline) is right even where a dead server would be given up on after a few attempts."""
+    text = str(getattr(exc, "orig", None) or exc) + str(getattr(exc, "__cause__", "") or "")
+    return "too many clients" in text or "too many connections" in text
+
+
+def first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    deadline_s: float = DEFAULT_DEADLINE_S
+    first_wait_s: float = 0.5
+    max_wait_s: float = 8.0
+    attempts: int | None = None  # None: until the deadline
+
+
+def retry_transient(
+    fn: Callable[[], T],
+    policy: RetryPolicy = RetryPolicy(),
+    *,
+    on_transient: Callable[[BaseException], None] | None = None,
+) -> T:
+    """Call ``fn``; after a transient error call it again with jittered exponential back-off until the
+    policy's deadline or attempts run out, then re-raise the last error. Other errors propagate at once.
+
+    The first call is made outside tenacity: the common case (no error) costs one function call.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        if not is_transient(exc) or (policy.attempts == 1 and not is_server_full(exc)):
+            raise
+        if on_transient is not None:
+            on_transient(exc)
+        log.warning("storage call failed (%s); retrying for up to %.0f s", first_line(exc), policy.deadline_s)
+
+    def note(state: tenacity.RetryCallState) -> None:
+        if on_transient is not None and state.outcome is not None and state.outcome.exception() is not None:
+            on_transient(state.outcome.exception())  # type: ignore[arg-type]
+
+    stop: Any = tenacity.stop_after_delay(policy.deadline_s)
+    if policy.attempts is not None:
+        limit = policy.attempts - 1
+
+        def out_of_attempts(state: tenacity.RetryCallState) -> bool:
+            # A full connection table is waited out until the deadline; only other failures use attempts.
+            failed = state.outcome.exception() if state.outcome is not None else None
+            return failed is not None and not is_server_full(failed) and state.attempt_number >= limit
+
+        stop = stop | out_of_attempts
+    retrying = tenacity.Retrying(
+        stop=stop,
+        wait=tenacity.wait_random_exponential(multiplier=policy.first_wait_s, max=policy.max_wait_s),
+        retry=tenacity.retry_if_exception(is_transient),
+        before_sleep=note,
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+class RetryingStorage(BaseStorage, adapter.BaseHeartbeat):
+    """An Optuna storage that retries transient errors of the storage it wraps, until a deadline.
+
+    It also remembers when this process last saw the database fail (:attr:`last_outage`), so that liveness
+    checks can wait until other workers had the chance to beat again: after a 90 s outage every heartbeat
+    is 90 s old, and failing those trials would fail every healthy worker at once.
+    """
+
+    def __init__(
+        self,
+        inner: BaseStorage,
+        *,
+        policy: RetryPolicy = RetryPolicy(),
+        where: str = "",
+        engine: Any = None,
+    ) -> None:
+        self.inner = inner
+        self.engine = engine  # the SQLAlchemy engine of a database storage (connection counts, tests)
+        self.policy = policy
+        self.where = where
+        self.last_outage: float | None = None  # time.monotonic() of the last transient error seen
+        self.unavailable = False  # a call ran past the deadline: the worker must end (exit 75)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ machinery
+    def _saw_outage(self, exc: BaseException) -> None:
+        with self._lock:
+            self.last_outage = time.monotonic()
+
+    def settled(self, quiet_s: float) -> bool:
+        """True when no call of this process failed during the last ``quiet_s`` seconds."""
+        last = self.last_outage
+        return last is None or time.monotonic() - last >= quiet_s
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (storage work of the caller's own, e.g. under a lock) with this storage's retries."""
+        try:
+            return retry_transient(fn, self.policy, on_transient=self._saw_outage)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.unavailable = True
+            raise StorageUnavailableError(
+                f"the study database did not answer for {self.policy.deadline_s:.0f} s: {first_line(exc)}",
+                self.where or None,
+            ) from None
+
+    # ------------------------------------------------------------------------------------------ studies
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        # A retry after a lost reply raises DuplicatedStudyError, which create_study(load_if_exists=True)
+        # turns into loading the study: idempotent as used.
+        return self.call(lambda: self.inner.create_new_study(directions, study_name))
+
+    def delete_study(self, study_id: int) -> None:
+        self.call(lambda: self.inner.delete_study(study_id))
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.call(lambda: self.inner.set_study_user_attr(study_id, key, value))
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.call(lambda: self.inner.set_study_system_attr(study_id, key, value))
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self.call(lambda: self.inner.get_study_id_from_name(study_name))
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self.call(lambda: self.inner.get_study_name_from_id(study_id))
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self.call(lambda: self.inner.get_study_directions(study_id))
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self.call(lambda: self.inner.get_study_user_attrs(study_id))
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self.call(lambda: self.inner.get_study_system_attrs(study_id))
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self.call(self.inner.get_all_studies)
+
+    # ------------------------------------------------------------------------------------------ trials
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        token = uuid.uuid4().hex
+        template = template_trial or optuna.trial.create_trial(state=TrialState.RUNNING)
+        template = _with_system_attr(template, CREATE_TOKEN_ATTR, token)
+        attempts = 0
+
+        def create() -> int:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # the earlier attempt may have committed before its reply was lost
+                found = self._find_token(study_id, token)
+                if found is not None:
+                    return found
+            return self.inner.create_new_trial(study_id, template_trial=template)
+
+        return self.call(create)
+
+    def _find_token(self, study_id: int, token: str) -> int | None:
+        for trial in self.inner.get_all_trials(study_id, deepcopy=False):
+            if trial.system_attrs.get(CREATE_TOKEN_ATTR) == token:
+                return adapter.trial_id(trial)
+        return None
+
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        # A duplicate insert is an IntegrityError that Optuna ignores: idempotent.
+        self.call(
+            lambda: self.inner.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        )
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self.call(lambda: self.inner.get_trial_id_from_study_id_trial_number(study_id, trial_number))
+
+    def get_trial_number_from_id(self, trial_id: int) -> int:
+        return self.call(lambda: self.inner.get_trial_number_from_id(trial_id))
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        return self.call(lambda: self.inner.get_trial_param(trial_id, param_name))
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        attempts = 0
+
+        def apply() -> bool:
+            nonlocal attempts
+            attempts += 1
+            try:
+                done = self.inner.set_trial_state_values(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if attempts > 1 and self.inner.get_trial(trial_id).state == state:
+                    return True  # our earlier attempt committed; its reply was lost
+                raise
+            if not done and attempts > 1 and state == TrialState.RUNNING:
+                return self.inner.get_trial(trial_id).state == TrialState.RUNNING
+            return done
+
+        return self.call(apply)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self.call(lambda: self.inner.set_trial_intermediate_value(trial_id, step, intermediate_value))
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.call(lambda: self.inner.set_trial_user_attr(trial_id, key, value))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.call(lambda: self.inner.set_trial_system_attr(trial_id, key, value))
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self.call(lambda: self.inner.get_trial(trial_id))
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        return self.call(lambda: self.inner.get_all_trials(study_id, deepcopy=deepcopy, states=states))
+
+    def get_n_trials(self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None) -> int:
+        return self.call(lambda: self.inner.get_n_trials(study_id, state))
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self.call(lambda: self.inner.get_best_trial(study_id))
+
+    def get_trial_params(self, trial_id: int) -> dict[str, Any]:
+        return self.call(lambda: self.inner.get_trial_params(trial_id))
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self.call(lambda: self.inner.get_trial_user_attrs(trial_id))
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self.call(lambda: self.inner.get_trial_system_attrs(trial_id))
+
+    def remove_session(self) -> None:
+        self.inner.remove_session()
+
+    def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
+        self.inner.check_trial_is_updatable(trial_id, trial_state)
+
+    # ------------------------------------------------------------------------------------------ heartbeat
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Not retried here: the heartbeat thread beats again on its own schedule. A failure is noted as an
+        outage, so this process does not fail other workers' trials right after the database returns."""
+        assert isinstance(self.inner, adapter.BaseHeartbeat)
+        try:
+            self.inner.record_heartbeat(trial_id)
+        except Exception as exc:
+            if is_transient(exc):
+                self._saw_outage(exc)
+            raise
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.call(lambda: adapter.stale_trial_ids(self.inner, study_id))
+
+    def get_heartbeat_interval(self) -> int | None:
+        if not isinstance(self.inner, adapter.BaseHeartbeat):
+            return None
+        return self.inner.get_heartbeat_interval()
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        if not isinstance(self.inner, adapter.BaseHeartbeat):
+            return None
+        return self.inner.get_heartbeat_stale_trial_callback()
+
+
+def _with_system_attr(template: FrozenTrial, key: str, value: Any) -> FrozenTrial:
+    """A copy of a template trial with one more system attribute (templates are shared: never mutate)."""
+    return optuna.trial.FrozenTrial(
+        number=template.number,
+        state=template.state,
+        value=None,
+        values=template.values,
+        datetime_start=template.datetime_start,
+        datetime_complete=template.datetime_complete,
+        params=template.params,
+        distributions=template.distributions,
+        user_attrs=template.user_attrs,
+        system_attrs={**template.system_attrs, key: value},
+        intermediate_values=template.intermediate_values,
+        trial_id=adapter.trial_id(template),
+    )

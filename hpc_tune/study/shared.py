@@ -1,0 +1,104 @@
+"""The one shared study: every worker, the ``run --local`` parent, ``cancel`` and ``collect`` open it here.
+
+A study per array task is the classic mistake (nothing learned is shared); every worker of a study opens the
+same name on the same storage. Opening also does the "exactly once" set-up under the study lock: the
+baseline is enqueued once however many workers start together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from hpc_tune.errors import StudyNotFoundError
+from hpc_tune.study.config import LoadedConfig, WorkerConfig
+from hpc_tune.study.lock import study_lock
+from hpc_tune.study.recovery import StaleTrialHandler
+from hpc_tune.study.retrying import RetryingStorage
+from hpc_tune.study.storage import StorageSpec, open_storage, resolve_storage
+from hpc_tune.study.strategy import make_pruner, make_sampler
+
+BASELINE_ATTR = "baseline"
+
+
+@dataclass(frozen=True)
+class SharedStudy:
+    """An open study with the storage object it runs on (passed around instead of reaching into the study)
+    and where that storage is."""
+
+    study: optuna.Study
+    storage: RetryingStorage
+    spec: StorageSpec
+
+    @property
+    def study_id(self) -> int:
+        return self.storage.get_study_id_from_name(self.study.study_name)
+
+
+def open_storage_for(
+    spec: StorageSpec, worker: WorkerConfig | None, study_dir: Path | None
+) -> RetryingStorage:
+    """The storage with the study's liveness settings (heartbeat, stale-trial retries) when ``worker`` is
+    given; without, a plain reader/writer that fails nobody's trials."""
+    if worker is None or study_dir is None:
+        return open_storage(spec)
+    return open_storage(
+        spec,
+        heartbeat_interval=worker.heartbeat_interval,
+        grace_period=worker.grace_period,
+        stale_trial_callback=StaleTrialHandler(study_dir, worker.max_retry),
+        pool=worker.pool,
+        retry_deadline_s=worker.db_retry_deadline_s,
+    )
+
+
+def open_study(
+    loaded: LoadedConfig, storage_url: str | None, *, worker_index: int = 0, with_heartbeat: bool = True
+) -> SharedStudy:
+    """Create or load the one shared study; enqueue the baseline exactly once."""
+    config = loaded.config
+    spec = resolve_storage(storage_url if storage_url is not None else config.storage, loaded.study_dir)
+    if with_heartbeat:
+        storage = open_storage_for(spec, config.worker, loaded.study_dir)
+    else:
+        storage = open_storage(
+            spec, pool=config.worker.pool, retry_deadline_s=config.worker.db_retry_deadline_s
+        )
+    study = optuna.create_study(
+        study_name=config.study,
+        storage=storage,
+        sampler=make_sampler(config, worker_index),
+        pruner=make_pruner(config),
+        direction=config.direction,
+        load_if_exists=True,
+    )
+    if config.baseline:
+        with study_lock(spec.url, config.study, loaded.study_dir, "enqueue"):
+            if not study.user_attrs.get("baseline_enqueued"):
+                study.enqueue_trial(dict(config.baseline), user_attrs={BASELINE_ATTR: True})
+                study.set_user_attr("baseline_enqueued", True)
+    if study.user_attrs.get("trials") != config.trials or study.user_attrs.get("metric") != config.metric:
+        study.set_user_attr("trials", config.trials)
+        study.set_user_attr("metric", config.metric)
+    return SharedStudy(study, storage, spec)
+
+
+def load_existing_study(
+    spec: StorageSpec, study_name: str, liveness: WorkerConfig | None = None, study_dir: Path | None = None
+) -> SharedStudy:
+    """Load an existing study (never create one). With ``liveness`` (the study's worker settings) and its
+    ``study_dir``, the trials of workers that died without a word are failed and retried first, as a worker
+    would."""
+    if spec.journal_path is not None and not spec.journal_path.is_file():
+        raise StudyNotFoundError(f"no study '{study_name}' (no embedded store)", spec.journal_path)
+    storage = open_storage_for(spec, liveness, study_dir)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if study_name not in names:
+        known = f"; studies there: {', '.join(sorted(names)[:5])}" if names else ""
+        raise StudyNotFoundError(f"no study '{study_name}'{known}", spec.display)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if liveness is not None and study_dir is not None:
+        optuna.storages.fail_stale_trials(study)
+    return SharedStudy(study, storage, spec)

@@ -1,0 +1,162 @@
+"""``hpctune run --local``: N worker processes on this machine, one shared study, a progress bar.
+
+The parent is also the liveness monitor for the embedded journal store, which has no heartbeat: it knows its
+children's pids, so when one dies from a signal it fails that child's RUNNING trials (reason
+``worker_killed``), re-enqueues them with the same parameters and starts a replacement worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from hpc_tune.study.budget import budget_state
+from hpc_tune.study.config import LoadedConfig
+from hpc_tune.study.recovery import fail_running_trials
+from hpc_tune.study.shared import SharedStudy, open_study
+from hpc_tune.study.storage import WORKERS_ENV
+
+POLL_S = 0.5
+
+
+@dataclass
+class LocalReport:
+    exit_codes: list[int] = field(default_factory=list)
+    recovered_trials: list[int] = field(default_factory=list)
+    replacements: int = 0
+    logs: list[Path] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed_workers(self) -> list[int]:
+        """Exit codes of workers that stopped on an error (killed ones are recovered, not failed)."""
+        return [c for c in self.exit_codes if c > 0]
+
+
+@dataclass
+class _Child:
+    index: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def _spawn(
+    loaded: LoadedConfig, index: int, env: Mapping[str, str], log_dir: Path, generation: int
+) -> _Child:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"local-worker-{index}{'' if generation == 0 else f'.{generation}'}.log"
+    assert loaded.path is not None
+    cmd = [sys.executable, "-m", "hpc_tune", "worker", "-c", str(loaded.path), "--worker-index", str(index)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(env))
+    return _Child(index, proc, log)
+
+
+def run_local(
+    loaded: LoadedConfig,
+    storage_url: str | None,
+    workers: int,
+    *,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    max_replacements: int | None = None,
+) -> LocalReport:
+    """Run ``workers`` processes until the study's budget is used; returns what happened.
+
+    The storage URL goes to the children through the environment (HPCTUNE_STORAGE), never their argv,
+    so a password in it cannot show in ``ps``.
+    """
+    config = loaded.config
+    env = dict(os.environ if environ is None else environ)
+    if storage_url:
+        env["HPCTUNE_STORAGE"] = storage_url
+    # N processes each using every core oversubscribe the CPU: epochs were 100x slower in the demo.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    # How many workers share the study: ``worker.pool: auto`` holds no idle connection above 16.
+    env[WORKERS_ENV] = str(workers)
+    shared = open_study(loaded, storage_url, with_heartbeat=False)
+    study = shared.study
+    log_dir = loaded.study_dir / "logs"
+    report = LocalReport()
+    children = [_spawn(loaded, i, env, log_dir, 0) for i in range(workers)]
+    report.logs = [c.log for c in children]
+    limit = max_replacements if max_replacements is not None else 2 * workers
+    host = socket.gethostname()
+    generation = 0
+    try:
+        while children:
+            time.sleep(POLL_S)
+            for child in list(children):
+                code = child.proc.poll()
+                if code is None:
+                    continue
+                children.remove(child)
+                report.exit_codes.append(code)
+                if code >= 0:
+                    continue
+                # Killed by a signal: its trial would stay RUNNING forever on the journal store.
+                report.recovered_trials += _recover(shared, loaded, child.proc.pid, host)
+                state = budget_state(study.get_trials(deepcopy=False), config.trials)
+                if not state.exhausted and report.replacements < limit:
+                    generation += 1
+                    report.replacements += 1
+                    replacement = _spawn(loaded, child.index, env, log_dir, generation)
+                    children.append(replacement)
+                    report.logs.append(replacement.log)
+            if on_progress is not None:
+                on_progress(study_counts(study))
+    except KeyboardInterrupt:
+        for child in children:
+            child.proc.terminate()
+        for child in children:
+            report.exit_codes.append(child.proc.wait())
+        raise
+    report.counts = study_counts(study)
+    if on_progress is not None:
+        on_progress(report.counts)
+    return report
+
+
+def _recover(shared: SharedStudy, loaded: LoadedConfig, pid: int, host: str) -> list[int]:
+    return fail_running_trials(
+        shared.study,
+        shared.storage,
+        url=shared.spec.url,
+        study_dir=loaded.study_dir,
+        max_retry=loaded.config.worker.max_retry,
+        belongs=lambda t: t.user_attrs.get("pid") == pid and t.user_attrs.get("host") == host,
+        reason="worker_killed",
+    )
+
+
+def study_counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: 0 for s in TrialState}
+    for t in trials:
+        counts[t.state.name] += 1
+    total = study.user_attrs.get("trials")
+    state = budget_state(trials, int(total) if total else len(trials))
+    counts["finished"] = state.finished
+    return counts
+
+
+def first_worker_error(report: LocalReport) -> str | None:
+    """The ``Error:`` line a failed worker printed, so the parent can show why instead of a bare code."""
+    for log in report.logs:
+        try:
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            if line.startswith("Error: "):
+                return line.removeprefix("Error: ")
+    return None

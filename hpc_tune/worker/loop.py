@@ -1,0 +1,146 @@
+"""One worker: what an array task (or a local process) runs. Loop: next trial → run it → repeat.
+
+Every worker of a study opens the SAME study (a study per array task is the classic mistake: no sharing of
+what was learned). The loop composes three parts, each with its own guarantees: the signal guard
+(signals.py), the trial source that keeps the budget (trial_source.py) and the trial runner (runner.py).
+Guarantees of the whole, each covered by a test:
+- the study ends with exactly ``trials`` finished trials;
+- no trial is left RUNNING by a worker that exits normally or on SIGTERM/SIGINT;
+- a killed worker's trial becomes FAIL (heartbeat on PostgreSQL, the ``run --local`` parent on the journal)
+  and is re-run with the same parameters;
+- a database outage is waited out (exit 75 past ``worker.db_retry_deadline_s``);
+- on USR2 (walltime near) the running trial is checkpointed and continued by the next worker that asks
+  (normally this task after SLURM requeues it), every epoch recorded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpc_tune.slurm.environment import SlurmEnv, requeue_own_task
+from hpc_tune.study import optuna_adapter as adapter
+from hpc_tune.study.config import LoadedConfig
+from hpc_tune.study.shared import open_study
+from hpc_tune.tasks.base import load_task
+from hpc_tune.train.faults import parse_faults
+from hpc_tune.worker.runner import WALLTIME, TrialRunner
+from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
+from hpc_tune.worker.trial_source import TrialSource
+
+log = logging.getLogger(__name__)
+
+# Exit codes a scheduler can act on.
+EXIT_OK = 0
+EXIT_INTERRUPTED = 143  # SIGTERM/SIGINT: the trial was failed and re-run
+
+
+@dataclass
+class WorkerReport:
+    trials_run: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+    stopped_by: str = "budget"  # budget | max_trials | signal | walltime
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INTERRUPTED if self.stopped_by == "signal" else EXIT_OK
+
+
+def limit_threads(environ: Mapping[str, str]) -> None:
+    """Use the CPUs SLURM gave this task, not every core of the node (torch's default).
+
+    Oversubscribed intra-op threads made digits epochs 100x slower with two workers on two cores.
+    """
+    if environ.get("OMP_NUM_THREADS"):
+        return
+    cpus = environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0:
+        import torch
+
+        torch.set_num_threads(int(cpus))
+
+
+class Worker:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        storage_url: str | None = None,
+        *,
+        worker_index: int = 0,
+        max_trials: int | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.environ = dict(os.environ if environ is None else environ)
+        self.max_trials = max_trials
+        self.slurm = SlurmEnv.from_environ(self.environ)
+        task = load_task(self.config.task, loaded.root)
+        self.shared = open_study(loaded, storage_url, worker_index=worker_index)
+        self.study = self.shared.study
+        limit_threads(self.environ)
+        host, pid = socket.gethostname(), os.getpid()
+        worker_attrs: dict[str, Any] = {
+            "host": host,
+            "pid": pid,
+            **{k: v for k, v in self.slurm.user_attrs().items() if v is not None},
+        }
+        slurm_record = {
+            k.removeprefix("slurm."): v for k, v in self.slurm.user_attrs().items() if v is not None
+        }
+        self.guard = SignalGuard()
+        self.source = TrialSource(self.shared, self.config, loaded.study_dir, worker_attrs, self.guard)
+        self.runner = TrialRunner(
+            self.shared,
+            loaded,
+            task,
+            self.guard,
+            worker_attrs,
+            {"host": host, "pid": pid, "slurm": slurm_record},
+            parse_faults(self.environ.get("HPCTUNE_FAULT")),
+        )
+        self._current: Any = None
+
+    def run(self) -> WorkerReport:
+        report = WorkerReport()
+        with self.guard.installed():
+            try:
+                while True:
+                    if self.max_trials is not None and report.trials_run >= self.max_trials:
+                        report.stopped_by = "max_trials"
+                        break
+                    if self.guard.walltime.is_set():
+                        report.stopped_by = "walltime"
+                        break
+                    trial = self.source.next_trial()
+                    if trial is None:
+                        break
+                    self._current = trial
+                    state = self.runner.run(trial)
+                    self._current = None
+                    report.trials_run += 1
+                    report.by_state[state] = report.by_state.get(state, 0) + 1
+                    if state == WALLTIME:
+                        report.stopped_by = "walltime"
+                        break
+            except WorkerInterrupted:
+                report.stopped_by = "signal"
+                if self._current is not None:  # interrupted before the runner could take care of it
+                    self.runner.fail_and_rerun(adapter.trial_id(self._current), "interrupted")
+        if report.stopped_by == "walltime" and self.slurm.array_task_id is not None:
+            requeue_own_task(self.slurm)
+        return report
+
+
+def run_worker(
+    loaded: LoadedConfig,
+    storage_url: str | None = None,
+    *,
+    worker_index: int = 0,
+    max_trials: int | None = None,
+) -> WorkerReport:
+    return Worker(loaded, storage_url, worker_index=worker_index, max_trials=max_trials).run()

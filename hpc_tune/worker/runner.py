@@ -1,0 +1,326 @@
+"""Run one trial to a final state: train (or call the objective), record every epoch, prune, tell.
+
+Guarantees, each covered by a test:
+- every storage call of the trial goes through the retrying storage, the objective's own included, so a
+  database restart fails nothing; past the retry deadline the worker ends with exit 75 and leaves the
+  trial to the liveness check (failed and re-run by another worker, never counted as budget);
+- ``suggest`` and the first JSON write are inside the trial's error handling, like everything else;
+- a trial is told exactly once, by the worker that runs it, and its JSON is complete when it ends;
+- a results directory that cannot be written (read-only, full) fails and re-runs the trial, then ends the
+  worker with one ``Error:`` line: the study in the database stays consistent;
+- on USR2 (walltime near) the trial is checkpointed at the next epoch boundary and handed on to a
+  continuation that resumes it, every epoch recorded once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpc_tune.errors import HpcTuneError, MetricsError, StorageUnavailableError, TrialAbort
+from hpc_tune.study import optuna_adapter as adapter
+from hpc_tune.study.campaign import PHASE_ATTR, is_promoted
+from hpc_tune.study.config import LoadedConfig
+from hpc_tune.study.heartbeat import TrialHeartbeat
+from hpc_tune.study.lock import LockLost, study_lock
+from hpc_tune.study.records import TrialRecord, now_iso, read_trial_json, trial_path, write_trial
+from hpc_tune.study.recovery import fail_trial
+from hpc_tune.study.retries import (
+    RESUME_CHECKPOINT_ATTR,
+    RESUME_EPOCH_ATTR,
+    RESUMED_FROM_ATTR,
+    HandOn,
+    checkpoint_path,
+    enqueue_rerun,
+)
+from hpc_tune.study.shared import SharedStudy
+from hpc_tune.study.space import suggest
+from hpc_tune.tasks.base import LoadedTask
+from hpc_tune.train.faults import Fault
+from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
+
+log = logging.getLogger(__name__)
+
+WALLTIME = "WALLTIME"  # what run() returns for a trial handed on to a continuation
+_MISSING = object()
+
+
+class TrialRunner:
+    def __init__(
+        self,
+        shared: SharedStudy,
+        loaded: LoadedConfig,
+        task: LoadedTask,
+        guard: SignalGuard,
+        worker_attrs: Mapping[str, Any],
+        record_base: Mapping[str, Any],
+        faults: list[Fault],
+    ) -> None:
+        self.shared = shared
+        self.study = shared.study
+        self.storage = shared.storage
+        self.config = loaded.config
+        self.study_dir = loaded.study_dir
+        self.task = task
+        self.guard = guard
+        self.worker_attrs = dict(worker_attrs)
+        self.record_base = dict(record_base)
+        self.faults = faults
+
+    # ------------------------------------------------------------------------------------------ records
+    def _write(self, record: TrialRecord) -> None:
+        try:
+            write_trial(self.study_dir, record)
+        except OSError as exc:
+            raise MetricsError(
+                f"cannot write the trial record: {exc.strerror or exc}",
+                trial_path(self.study_dir, record.trial),
+            ) from None
+
+    def _finish_record(
+        self, record: TrialRecord, state: str, reason: str | None, value: float | None, started: float | None
+    ) -> None:
+        record.state, record.reason, record.value = state, reason, value
+        record.finished_at = now_iso()
+        if started is not None:
+            record.duration_s = round(time.monotonic() - started, 3)
+        self._write(record)
+
+    # ------------------------------------------------------------------------------------------ one trial
+    def run(self, trial: optuna.Trial) -> str:
+        """Run one trial to a final state; returns the state name (or WALLTIME when handed on)."""
+        trial_id = adapter.trial_id(trial)
+        frozen = adapter.trial_snapshot(trial) or self.storage.get_trial(trial_id)
+        full = self.config.fidelity is None or is_promoted(frozen)
+        epochs = self.config.epochs if full else self.config.effective_epochs()
+        data_fraction = 1.0 if full else self.config.fidelity.data_fraction  # type: ignore[union-attr]
+        record = TrialRecord(
+            study=self.config.study,
+            trial=trial.number,
+            params={},
+            fidelity={"data_fraction": data_fraction, "epochs": epochs},
+            phase=frozen.user_attrs.get(PHASE_ATTR),
+            seed=self.config.train.seed,
+            retry_of=adapter.original_trial_number(frozen),
+            **self.record_base,
+        )
+        faults = [f for f in self.faults if f.trial is None or f.trial == trial.number]
+        started = time.monotonic()
+        state, value, reason = TrialState.FAIL, None, None
+        fatal: BaseException | None = None
+        try:
+            with TrialHeartbeat(self.storage, trial_id, self.config.worker.heartbeat_interval):
+                # A retry or a waiting trial keeps the attrs of the worker that created it: claim it.
+                for key, attr in self.worker_attrs.items():
+                    if frozen.user_attrs.get(key, _MISSING) != attr:  # each write is a transaction
+                        trial.set_user_attr(key, attr)
+                record.params = suggest(trial, self.config.space)
+                self._write(record)
+                if self.task.kind == "objective":
+                    try:
+                        value = float(self.task.fn(trial))
+                    finally:  # a pruned or failed objective's curve is kept too
+                        self._record_reports(trial, frozen, record)
+                else:
+                    outcome = self._fit(trial, record, faults, frozen, full, epochs)
+                    if outcome == WALLTIME:
+                        return WALLTIME
+                    value = (record.best or {}).get(self.config.metric)
+                state = TrialState.COMPLETE
+            if self.storage.unavailable:  # the objective swallowed our error: the database is still gone
+                raise StorageUnavailableError("the study database is unreachable", self.storage.where or None)
+            if value is None or not math.isfinite(value):
+                state, reason, value = TrialState.FAIL, "nonfinite_value", None
+        except optuna.TrialPruned:
+            state, reason = TrialState.PRUNED, "pruned"
+        except TrialAbort as abort:
+            state, reason = TrialState.FAIL, abort.reason
+        except StorageUnavailableError:
+            # Nothing can be told: the trial stays RUNNING until the other workers' liveness check fails and
+            # re-runs it. Its JSON says why this worker left.
+            record.reason = "storage_unavailable"
+            self._try_write(record)
+            raise
+        except WorkerInterrupted:
+            with self.guard.critical():  # a second Ctrl-C must not cut this short
+                self._finish_record(record, "FAIL", "interrupted", None, started)
+                self.fail_and_rerun(trial_id, "interrupted")
+            raise
+        except MetricsError as exc:
+            # The results directory cannot be written: not the trial's fault. Re-run it, then stop.
+            with self.guard.critical():
+                self.fail_and_rerun(trial_id, "results_unwritable")
+            raise exc from None
+        except Exception as exc:
+            # A user error (HpcTuneError: a task that breaks the protocol) ends the worker, after the trial
+            # is closed; anything else is this trial's failure and the worker goes on.
+            fatal = exc if isinstance(exc, HpcTuneError) else None
+            if fatal is None:
+                log.error("trial %d raised:\n%s", trial.number, traceback.format_exc())
+            state, reason = TrialState.FAIL, f"exception:{type(exc).__name__}"
+        with self.guard.critical():
+            self._tell(trial, state, value, reason)
+            self._finish_record(record, state.name, reason, value, started)
+        if fatal is not None:
+            raise fatal
+        return state.name
+
+    def _record_reports(self, trial: optuna.Trial, frozen: FrozenTrial, record: TrialRecord) -> None:
+        """An objective reports through Optuna; its reports become the record's epochs."""
+        snapshot = adapter.trial_snapshot(trial)
+        steps = snapshot.intermediate_values if snapshot else frozen.intermediate_values
+        for step, v in sorted(steps.items()):
+            record.add_epoch(
+                {"epoch": step, self.config.metric: v}, self.config.metric, self.config.direction
+            )
+
+    def _try_write(self, record: TrialRecord) -> None:
+        with contextlib.suppress(MetricsError):
+            self._write(record)
+
+    def fail_and_rerun(self, trial_id: int, reason: str) -> None:
+        try:
+            with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
+                fail_trial(
+                    self.study,
+                    self.storage,
+                    trial_id,
+                    reason,
+                    study_dir=self.study_dir,
+                    max_retry=self.config.worker.max_retry,
+                )
+        except LockLost:
+            pass  # the work under the lock completed through the retrying storage
+
+    def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None) -> None:
+        if reason is not None:
+            trial.set_user_attr("reason", reason)
+        # skip_if_finished: a tell whose reply was lost and that is told again must not raise.
+        if state == TrialState.COMPLETE:
+            self.study.tell(trial, value, skip_if_finished=True)
+        else:
+            self.study.tell(trial, state=state, skip_if_finished=True)
+
+    # ------------------------------------------------------------------------------------------ the engine
+    def _fit(
+        self,
+        trial: optuna.Trial,
+        record: TrialRecord,
+        faults: list[Fault],
+        frozen: FrozenTrial,
+        full: bool,
+        epochs: int,
+    ) -> str | None:
+        from hpc_tune.train.engine import fit  # torch import is paid only by workers that train
+
+        system_attrs = frozen.system_attrs
+        checkpoint = checkpoint_path(self.study_dir, trial.number)
+        resume = False
+        resume_from = system_attrs.get(RESUME_CHECKPOINT_ATTR)
+        if resume_from:
+            source = Path(resume_from)
+            if source.is_file():
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                if source != checkpoint:
+                    os.replace(source, checkpoint)
+                resume = True
+            else:  # gone since the re-run was enqueued (cleaned by hand): start over, do not fail
+                log.warning(
+                    "checkpoint %s to resume trial %d from is missing: starting over", source, trial.number
+                )
+
+        metric, direction = self.config.metric, self.config.direction
+        # Promoted trials run at another fidelity: their curves are not comparable with the screening ones
+        # the pruner has seen, and they are the few chosen to run in full anyway.
+        may_prune = not (full and self.config.fidelity is not None)
+
+        def on_epoch(epoch_record: dict[str, Any]) -> None:
+            record.add_epoch(epoch_record, metric, direction)
+            self._write(record)
+            value = epoch_record.get(metric)
+            if value is None or not math.isfinite(float(value)):
+                return
+            step = int(epoch_record["epoch"])
+            trial.report(float(value), step)
+            # After the last epoch there is nothing left to save: a finished curve is a result, not a prune.
+            if may_prune and step < epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step}")
+
+        if resume:
+            self._replay(
+                trial,
+                record,
+                int(system_attrs.get(RESUMED_FROM_ATTR, -1)),
+                system_attrs.get(RESUME_EPOCH_ATTR),
+            )
+        parts = self.task.build(
+            record.params, None if full else self.config.fidelity, record.seed, self.config.train
+        )
+        result = fit(
+            parts,
+            epochs=epochs,
+            options=self.config.train,
+            on_epoch=on_epoch,
+            checkpoint_path=checkpoint,
+            resume=resume,
+            stop_requested=self.guard.walltime.is_set,
+            faults=faults,
+            compile_cache_dir=self.study_dir / "inductor-cache",
+        )
+        if result.interrupted:
+            self._hand_on(trial, record, checkpoint)
+            return WALLTIME
+        checkpoint.unlink(missing_ok=True)
+        return None
+
+    def _replay(self, trial: optuna.Trial, record: TrialRecord, previous: int, last_epoch: Any) -> None:
+        """A resumed trial: the epochs run before the checkpoint are recorded and reported once, so the JSON
+        holds every epoch and the pruner sees the whole curve. They come from the JSON of the trial that
+        wrote the checkpoint, up to the checkpoint's epoch (a later epoch there was run after it, and is run
+        again now)."""
+        data = read_trial_json(trial_path(self.study_dir, previous)) or {}
+        limit = int(last_epoch) if last_epoch is not None else math.inf
+        for epoch_record in data.get("epochs", []):
+            if int(epoch_record["epoch"]) > limit:
+                break
+            record.add_epoch(epoch_record, self.config.metric, self.config.direction)
+            value = epoch_record.get(self.config.metric)
+            if value is not None and math.isfinite(float(value)):
+                trial.report(float(value), int(epoch_record["epoch"]))
+        self._write(record)
+
+    def _hand_on(self, trial: optuna.Trial, record: TrialRecord, checkpoint: Path) -> None:
+        """Walltime: this trial is continued by a new trial that resumes from the checkpoint.
+
+        Optuna cannot reopen a finished trial and a RUNNING one would be failed by the heartbeat while the
+        task waits in the queue, so the trial is closed as FAIL (reason ``walltime``; re-run, so it costs no
+        budget) and its continuation carries the checkpoint. A hand-on is not a failure: it never counts
+        toward ``max_retry``.
+        """
+        record.reason = "walltime"
+        last_epoch = int(record.epochs[-1]["epoch"]) if record.epochs else 0
+        with self.guard.critical():
+            try:
+                with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
+                    trial.set_user_attr("reason", "walltime")
+                    self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    enqueue_rerun(
+                        self.study,
+                        self.storage.get_trial(adapter.trial_id(trial)),
+                        max_retry=self.config.worker.max_retry,
+                        study_dir=self.study_dir,
+                        hand_on=HandOn(checkpoint, last_epoch),
+                    )
+            except LockLost:
+                pass
+            self._finish_record(record, "FAIL", "walltime", None, None)

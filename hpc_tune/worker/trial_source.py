@@ -1,0 +1,169 @@
+"""Where a worker's next trial comes from: the budget, phases and screening decide, under the study lock.
+
+Counting the study's trials and creating the next one are one step under the study lock, so N workers end
+with exactly ``trials`` finished trials (Optuna's MaxTrialsCallback counts after the fact and overshoots).
+Only that step is locked; building the ``Trial`` (a read plus the sampler's hooks) happens after release.
+
+Two faults are handled here:
+- a worker killed without a word: ``fail_stale_trials`` before asking fails its trial (stale heartbeat) and
+  re-runs it. Not right after a database outage, though: every heartbeat is then as old as the outage, and
+  the check waits until healthy workers had a grace period to beat again;
+- a database restart while the lock is held: the server drops the advisory lock with its connection, so
+  another worker may have counted at the same time. The trial just created is then checked against the
+  budget and, if it is one too many, closed as void (it never ran and counts for nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpc_tune.study import optuna_adapter as adapter
+from hpc_tune.study.budget import VOID_ATTR, counted_trials
+from hpc_tune.study.campaign import PHASE_ATTR, decide
+from hpc_tune.study.config import Config
+from hpc_tune.study.lock import LockLost, study_lock
+from hpc_tune.study.shared import SharedStudy
+from hpc_tune.worker.signals import SignalGuard
+
+log = logging.getLogger(__name__)
+
+
+class TrialSource:
+    def __init__(
+        self,
+        shared: SharedStudy,
+        config: Config,
+        study_dir: Any,
+        worker_attrs: dict[str, Any],
+        guard: SignalGuard,
+    ) -> None:
+        self.shared = shared
+        self.study = shared.study
+        self.storage = shared.storage
+        self.study_id = adapter.study_id(shared.study)
+        self.config = config
+        self.study_dir = study_dir
+        self.worker_attrs = worker_attrs
+        self.guard = guard
+        self.sampler = shared.study.sampler
+        self._next_stale_check = 0.0
+        # Study user attrs (a query) matter only for phases and screening decisions.
+        self._campaign = bool(config.phases) or bool(config.fidelity and config.fidelity.promote_top)
+
+    # ------------------------------------------------------------------------------------------ liveness
+    def fail_stale_trials(self) -> None:
+        beat = self.config.worker
+        now = time.monotonic()
+        if now < self._next_stale_check:
+            return
+        self._next_stale_check = now + beat.heartbeat_interval
+        # After an outage every heartbeat is old: give the healthy workers a grace period to beat again.
+        if self.storage.settled(beat.grace_period + beat.heartbeat_interval):
+            optuna.storages.fail_stale_trials(self.study)  # race-safe: Optuna fails each trial once
+
+    # ------------------------------------------------------------------------------------------ reservation
+    def _take_waiting(self, trials: list[FrozenTrial]) -> int | None:
+        """Take the oldest WAITING trial (a retry, a continuation, the baseline, a promotion): the storage
+        half of ``study.ask()``, done with public storage calls under our lock."""
+        for trial in sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number):
+            trial_id = adapter.trial_id(trial)
+            if self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                return trial_id
+        return None
+
+    def _new_trial_id(self, trials: list[FrozenTrial]) -> int:
+        trial_id = self._take_waiting(trials)
+        if trial_id is None:
+            # Created with this worker's attrs (host, pid, SLURM ids) in one statement.
+            template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=self.worker_attrs)
+            trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
+        return trial_id
+
+    def _limit(self) -> int:
+        fidelity = self.config.fidelity
+        return self.config.trials + (fidelity.promote_top or 0 if fidelity is not None else 0)
+
+    def _void_if_over_budget(self, trial_id: int) -> bool:
+        """After a lost lock: close our new trial if it is beyond the budget. Every worker that lost the
+        lock sorts the same trials the same way, so exactly the excess ones are voided."""
+        trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
+        excess = {
+            adapter.trial_id(t)
+            for t in sorted(counted_trials(trials), key=lambda t: t.number)[self._limit() :]
+        }
+        if trial_id not in excess:
+            return False
+        log.warning("a database restart broke the budget lock: trial id %d is one too many, voided", trial_id)
+        self.storage.set_trial_system_attr(trial_id, VOID_ATTR, True)
+        self.storage.set_trial_user_attr(trial_id, "reason", "over_budget")
+        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        return True
+
+    def _reserve_once(self) -> tuple[optuna.Trial | None, str, int]:
+        trial_id: int | None = None
+        decision = None
+        running = 0
+        try:
+            with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
+                # The sampler of the next Trial reuses this read instead of reading the trials again.
+                trials = adapter.read_trials_for_ask(self.study)
+                decision = decide(self.config, trials, self.study.user_attrs if self._campaign else {})
+                running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+                if decision.kind != "ask":
+                    return None, decision.kind, running
+                for key, value in decision.study_attrs.items():
+                    self.study.set_user_attr(key, value)
+                for params, attrs in decision.enqueue:
+                    self.study.enqueue_trial(params, user_attrs=attrs)
+                if decision.enqueue:  # take what was just enqueued (promotions come before new trials)
+                    trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
+                trial_id = self._new_trial_id(trials)
+        except LockLost:
+            if trial_id is None or decision is None or decision.kind != "ask":
+                return None, "retry", running
+            if self._void_if_over_budget(trial_id):
+                return None, "retry", running
+        assert trial_id is not None and decision is not None
+        self.study.sampler = (
+            optuna.samplers.PartialFixedSampler(decision.fixed, self.sampler)
+            if decision.fixed
+            else self.sampler
+        )
+        trial = optuna.Trial(self.study, trial_id)  # reads the trial and runs sampler hooks: no lock needed
+        if decision.phase is not None and PHASE_ATTR not in trial.user_attrs:
+            trial.set_user_attr(PHASE_ATTR, decision.phase)
+        return trial, "ask", running
+
+    def next_trial(self) -> optuna.Trial | None:
+        """The next trial for this worker, or None when the study needs no more from it.
+
+        With the budget used, the worker lingers one grace period while other trials run: if one of their
+        workers died, its trial turns stale within that time and its retry must not be left WAITING with no
+        worker to run it.
+        """
+        beat = self.config.worker
+        linger_until = time.monotonic() + beat.grace_period + beat.heartbeat_interval
+        # Short enough that a worker leaves about when the last trial ends, long enough not to load the DB.
+        poll = min(1.0, beat.heartbeat_interval)
+        while True:
+            with self.guard.critical():
+                self.fail_stale_trials()
+                # Only the lock's own connection can fail here without being retried by the storage layer.
+                trial, kind, running = self.storage.call(self._reserve_once)
+            if trial is not None:
+                return trial
+            if kind == "retry":
+                continue
+            if kind == "wait":  # earlier trials still running: phases and promotion need their results
+                time.sleep(poll)
+                continue
+            if running == 0 or not adapter.heartbeat_enabled(self.storage):
+                return None
+            if time.monotonic() >= linger_until:
+                return None
+            time.sleep(poll)

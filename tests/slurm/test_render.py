@@ -1,0 +1,330 @@
+"""Rendered sbatch scripts: golden files, bash syntax, hostile paths and lines, and no secret ever written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpc_tune.errors import ConfigError
+from hpc_tune.slurm import ArraySpec, render
+from hpc_tune.slurm.render import render_scripts
+from hpc_tune.study.config import LoadedConfig, parse_config
+from tests.slurm_fixtures import GOLDEN_DIR, regen_golden
+
+NOW = datetime(2025, 1, 2, 3, 4, tzinfo=timezone.utc)
+SPACE = {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-1, "log": True}}
+
+
+# Arrays of several tasks need a database store; the scripts never contain the URL.
+CLUSTER_STORAGE = "postgresql+psycopg2://tuner@db.example.org/optuna"
+
+
+def loaded_config(directory: Path, **overrides: Any) -> LoadedConfig:
+    raw: dict[str, Any] = {"study": "demo", "space": SPACE, "storage": CLUSTER_STORAGE, **overrides}
+    path = directory / "hpctune.yaml"
+    return LoadedConfig(config=parse_config(raw, path), path=path)
+
+
+def render_text(loaded: LoadedConfig, spec: str = "0-3", **kwargs: Any) -> render.RenderedScripts:
+    return render_scripts(loaded, ArraySpec.parse(spec), now=NOW, **kwargs)
+
+
+def bash_n(path: Path) -> None:
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+# --- golden files -------------------------------------------------------------------------------------------
+
+GOLDEN_SLURM = {
+    "partition": "gpu",
+    "account": "proj-42",
+    "qos": "normal",
+    "time": "02:00:00",
+    "gres": "gpu:1",
+    "cpus_per_task": 8,
+    "mem": "32G",
+    "array_parallelism": 8,
+    "signal_grace_s": 240,
+    "setup": ["module load cuda/12.4", "source .venv/bin/activate"],
+    "extra_sbatch": ["--constraint=a100", "--mail-type=END"],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "max_size"),
+    [("digits", "0-31", 1001), ("split", "0-2500%4", 1001)],
+)
+def test_golden(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    spec: str,
+    max_size: int,
+) -> None:
+    monkeypatch.setattr(render, "_version", lambda: "0.0.0-golden")
+    project = tmp_path / "project"
+    loaded = loaded_config(project, study=f"{name}-mlp", slurm=GOLDEN_SLURM)
+    out = render_text(loaded, spec, max_array_size=max_size)
+    for kind, text in (("array", out.array_text), ("collect", out.collect_text)):
+        normalised = text.replace(str(tmp_path), "/TMP")
+        golden = GOLDEN_DIR / f"{name}.{kind}.sh"
+        if regen_golden(request.config):
+            golden.parent.mkdir(exist_ok=True)
+            golden.write_text(normalised)
+            continue
+        assert golden.is_file(), f"{golden} missing: run pytest --regen-golden (or HPCTUNE_REGEN_GOLDEN=1)"
+        assert normalised == golden.read_text(), (
+            f"{golden.name} differs from the rendered script; if the change is intended, "
+            "rerun with --regen-golden and review the diff"
+        )
+
+
+def test_golden_files_pass_bash_n() -> None:
+    goldens = sorted(GOLDEN_DIR.glob("*.sh"))
+    assert goldens
+    for path in goldens:
+        bash_n(path)
+        assert path.read_text().startswith("#!/bin/bash\n")
+
+
+# --- structure ----------------------------------------------------------------------------------------------
+
+
+def test_scripts_are_written_both_readable_and_bash_n_clean(tmp_path: Path) -> None:
+    loaded = loaded_config(tmp_path)
+    out = render_text(loaded)
+    assert out.array_path == tmp_path / "jobs" / "demo.array.sh"
+    assert out.collect_path == tmp_path / "jobs" / "demo.collect.sh"
+    for path, text in ((out.array_path, out.array_text), (out.collect_path, out.collect_text)):
+        assert path.read_text() == text
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755
+        assert text.startswith("#!/bin/bash\n")
+        assert "set -euo pipefail" in text
+        assert "#SBATCH --job-name=hpctune-demo\n" in text
+        bash_n(path)
+    assert out.logs_dir.is_dir()  # SLURM fails a task before any output when its log dir is missing
+    assert "#SBATCH --dependency=singleton" in out.collect_text
+    assert "--dependency" not in out.array_text.split("set -euo")[0].replace("--dependency=singleton", "")
+    assert "\nexec hpctune worker -c " in out.array_text
+    assert "\nexec hpctune collect --config " in out.collect_text and "--slurm-guard" in out.collect_text
+    for line in ("--requeue", "--open-mode=append", "--signal=B:USR2@300", "--array=0-3"):
+        assert f"#SBATCH {line}\n" in out.array_text
+    assert "--gres" not in out.collect_text
+    assert not list((tmp_path / "jobs").glob(".*tmp"))  # no temporary files left behind
+
+
+def test_parallelism_from_config_unless_spec_has_its_own(tmp_path: Path) -> None:
+    loaded = loaded_config(tmp_path, slurm={"array_parallelism": 8})
+    assert "#SBATCH --array=0-31%8\n" in render_text(loaded, "0-31").array_text
+    assert "#SBATCH --array=0-31%2\n" in render_text(loaded, "0-31%2").array_text
+
+
+def test_split_array_header_lists_every_part(tmp_path: Path) -> None:
+    out = render_text(loaded_config(tmp_path), "0-1500", max_array_size=1001)
+    assert [(str(c.spec), c.offset) for c in out.chunks] == [("0-1000", 0), ("0-499", 1001)]
+    assert "#SBATCH --array=0-1000\n" in out.array_text
+    assert "--export=ALL,HPCTUNE_ARRAY_OFFSET=1001" in out.array_text
+    assert 'export HPCTUNE_ARRAY_OFFSET="${HPCTUNE_ARRAY_OFFSET:-0}"' in out.array_text
+
+
+def test_hpctune_command_with_arguments(tmp_path: Path) -> None:
+    out = render_text(loaded_config(tmp_path), hpctune_cmd=f"{sys.executable} -m hpc_tune")
+    assert f"\nexec {sys.executable} -m hpc_tune worker -c " in out.array_text
+    with pytest.raises(ConfigError, match="empty"):
+        render_text(loaded_config(tmp_path), hpctune_cmd="  ")
+
+
+def test_config_path_for_script_overrides(tmp_path: Path) -> None:
+    out = render_text(loaded_config(tmp_path), config_path_for_script=Path("/shared/cfg/study.yaml"))
+    assert "exec hpctune worker -c /shared/cfg/study.yaml\n" in out.array_text
+
+
+def test_out_dir(tmp_path: Path) -> None:
+    out = render_text(loaded_config(tmp_path), out_dir=tmp_path / "elsewhere")
+    assert out.array_path.parent == tmp_path / "elsewhere" and out.array_path.is_file()
+
+
+def test_config_without_a_file_is_refused(tmp_path: Path) -> None:
+    raw = {"study": "x", "space": SPACE, "storage": CLUSTER_STORAGE}
+    loaded = LoadedConfig(config=parse_config(raw), path=None)
+    with pytest.raises(ConfigError, match="config file's path"):
+        render_scripts(loaded, ArraySpec.parse("0-1"), out_dir=tmp_path)
+
+
+# --- hostile inputs -----------------------------------------------------------------------------------------
+
+HOSTILE_DIRS = ["my study dir", "it's here", 'say "hi"', "a;b && rm -rf x", "$(touch pwned)", "`id`", "100%"]
+
+
+def _fake_hpctune(tmp_path: Path) -> Path:
+    """Stands in for hpctune: dumps its argv and the env the script set, so quoting is checked end to end."""
+    fake = tmp_path / "fake bin" / "hpctune"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'cache': os.environ.get('TORCHINDUCTOR_CACHE_DIR'),\n"
+        "                  'offset': os.environ.get('HPCTUNE_ARRAY_OFFSET'),\n"
+        "                  'collect': os.environ.get('HPCTUNE_COLLECT_SCRIPT'),\n"
+        "                  'setup': os.environ.get('SETUP_RAN')}))\n"
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_DIRS)
+def test_hostile_paths_are_quoted_end_to_end(tmp_path: Path, hostile: str) -> None:
+    project = tmp_path / hostile / "proj ect"
+    loaded = loaded_config(project, slurm={"setup": ["export SETUP_RAN=yes"]})
+    fake = _fake_hpctune(tmp_path)
+    out = render_text(loaded, hpctune_cmd=shlex.quote(str(fake)))
+    for path in (out.array_path, out.collect_path):
+        bash_n(path)
+    # Run the scripts with bash (the #SBATCH lines are comments then): argv must arrive intact.
+    env = {"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "2"}
+    run = {"capture_output": True, "text": True, "env": env, "cwd": tmp_path}
+    ran = subprocess.run(["bash", str(out.array_path)], **run)
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    assert seen == {
+        "argv": ["worker", "-c", str(project / "hpctune.yaml")],
+        "cache": str(project / "runs" / "demo" / "inductor-cache"),
+        "offset": "0",
+        "collect": None,
+        "setup": "yes",
+    }
+    ran = subprocess.run(["bash", str(out.collect_path)], **run)
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    assert seen["argv"] == ["collect", "--config", str(project / "hpctune.yaml"), "--slurm-guard"]
+    assert seen["collect"] == str(out.collect_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_percent_in_results_dir_is_escaped_for_log_patterns(tmp_path: Path) -> None:
+    out = render_text(loaded_config(tmp_path / "100%"))
+    assert f"#SBATCH --output={tmp_path}/100%%/runs/demo/logs/array-%A_%a.out\n" in out.array_text
+    assert f"export TORCHINDUCTOR_CACHE_DIR={tmp_path}/100%/runs/demo/inductor-cache\n" in out.array_text
+
+
+@pytest.mark.parametrize("bad", ["runs\nevil", "runs\\x", "runs\x1b[31m"])
+def test_unwritable_characters_in_paths_are_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="control character or backslash"):
+        render_text(loaded_config(tmp_path, results=bad))
+    assert not (tmp_path / "jobs").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("if true; then", "slurm.setup line 1 is not valid bash"),
+        ("echo 'unclosed", "slurm.setup line 1 is not valid bash"),
+        ("echo ok)", "slurm.setup line 1 is not valid bash"),
+        ("echo \x1b[2J", "slurm.setup line 1 has a control character"),
+    ],
+)
+def test_bad_setup_lines_are_refused(tmp_path: Path, line: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        render_text(loaded_config(tmp_path, slurm={"setup": [line]}))
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_bad_setup_line_number_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="line 2 "):
+        render_text(loaded_config(tmp_path, slurm={"setup": ["module load x", "for i in 1 2; do"]}))
+
+
+def test_setup_lines_are_kept_verbatim(tmp_path: Path) -> None:
+    lines = ["module load cuda/12.4", 'export A="b c" && echo "$A" | cat', "source .venv/bin/activate  # ok"]
+    out = render_text(loaded_config(tmp_path, slurm={"setup": lines}))
+    assert "\nset +u\n" + "\n".join(lines) + "\nset -u\n" in out.array_text
+    bash_n(out.array_path)
+
+
+@pytest.mark.parametrize("option", ["--job-name=x", "--array=0-3", "--output=/tmp/x", "--dependency=after:1"])
+def test_extra_sbatch_cannot_take_over_owned_options(tmp_path: Path, option: str) -> None:
+    with pytest.raises(ConfigError, match="must not set"):
+        render_text(loaded_config(tmp_path, slurm={"extra_sbatch": [option]}))
+
+
+def test_bad_study_name_never_reaches_a_script(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        loaded_config(tmp_path, study="a;b")
+
+
+# --- secrets ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://alice:s3cretPW@db.example:5432/optuna",
+        "postgresql://alice:s3cretPW@db/optuna?sslmode=require",
+        "postgresql://alice@db/optuna?password=s3cretPW",
+    ],
+)
+def test_password_in_storage_url_is_refused_and_never_shown(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        render_text(loaded_config(tmp_path, storage=url))
+    assert "PGPASSFILE" in info.value.line()
+    assert "s3cretPW" not in info.value.line()
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_storage_url_is_never_written(tmp_path: Path) -> None:
+    url = "postgresql+psycopg2://alice@db.example.internal:5432/optuna"
+    out = render_text(loaded_config(tmp_path, storage=url))
+    for text in (out.array_text, out.collect_text):
+        assert "db.example.internal" not in text and "postgresql" not in text
+
+
+# --- both or neither ----------------------------------------------------------------------------------------
+
+
+def test_both_or_neither_is_written(tmp_path: Path) -> None:
+    """The collector cannot be replaced: the array script must stay as it was (here: absent)."""
+    jobs = tmp_path / "jobs"
+    (jobs / "demo.collect.sh").mkdir(parents=True)  # a directory where the collector should go
+    with pytest.raises(ConfigError, match="cannot write the job scripts"):
+        render_text(loaded_config(tmp_path))
+    assert not (jobs / "demo.array.sh").exists()
+    assert sorted(p.name for p in jobs.iterdir()) == ["demo.collect.sh"]  # no temporary files left
+
+
+def test_failed_rewrite_keeps_the_old_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = loaded_config(tmp_path)
+    first = render_text(loaded, "0-3")
+    real_replace = os.replace
+
+    def replace_failing_for_collector(src: str, dst: str | os.PathLike[str]) -> None:
+        if str(dst).endswith(".collect.sh"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(render.os, "replace", replace_failing_for_collector)
+    with pytest.raises(ConfigError, match="No space left on device"):
+        render_text(loaded, "0-7")
+    assert first.array_path.read_text() == first.array_text
+    assert first.collect_path.read_text() == first.collect_text
+    assert sorted(p.name for p in first.array_path.parent.iterdir()) == ["demo.array.sh", "demo.collect.sh"]
+
+
+@pytest.mark.parametrize("storage", [None, "embedded"])
+def test_embedded_store_is_refused_for_an_array_of_several_tasks(tmp_path: Path, storage: str | None) -> None:
+    with pytest.raises(ConfigError, match="an array of 4 tasks needs a PostgreSQL study") as info:
+        render_text(loaded_config(tmp_path, storage=storage), "0-3")
+    assert info.value.where == "storage"
+    assert not (tmp_path / "jobs").exists()  # nothing written half-way
+    one = render_text(loaded_config(tmp_path, storage=storage), "0")  # one task: nothing shares the journal
+    assert one.array_path.is_file()
