@@ -1,0 +1,72 @@
+"""The contract with Optuna's private names: each function of the adapter against the installed Optuna.
+
+When an Optuna release renames one of them, this file fails, in one place, with the name in the test's
+title, before any worker does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from hpc_tune.study import optuna_adapter as adapter
+from tests.conftest import wait_until
+
+
+def _rdb(tmp_path: Path, **kwargs: object) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'db.sqlite'}", **kwargs)  # type: ignore[arg-type]
+
+
+def test_cached_wraps_an_rdb_storage_like_create_study_does(tmp_path: Path) -> None:
+    cached = adapter.cached(_rdb(tmp_path))
+    assert type(cached) is type(optuna.storages.get_storage(_rdb(tmp_path)))
+    study = optuna.create_study(storage=cached)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(cached.get_all_trials(adapter.study_id(study))) == 2
+
+
+def test_heartbeat_interface_and_stale_trials(tmp_path: Path) -> None:
+    storage = _rdb(tmp_path, heartbeat_interval=1, grace_period=1)
+    assert adapter.heartbeat_enabled(storage) and isinstance(storage, adapter.BaseHeartbeat)
+    assert not adapter.heartbeat_enabled(_rdb(tmp_path))
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(adapter.trial_id(trial))
+    # Stale once its heartbeat is older than the grace period (database clock).
+    stale = lambda: adapter.stale_trial_ids(storage, adapter.study_id(study))  # noqa: E731
+    assert wait_until(lambda: bool(stale()), timeout=10)
+    assert stale() == [adapter.trial_id(trial)]
+
+
+def test_trial_ids_snapshots_and_the_ask_cache(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=_rdb(tmp_path))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    trials = adapter.read_trials_for_ask(study)
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert study._thread_local.cached_all_trials is not None  # what the next Trial's sampler reads
+    trial = study.ask()
+    x = trial.suggest_float("x", 0, 1)
+    snapshot = adapter.trial_snapshot(trial)
+    assert snapshot is not None and snapshot.params == {"x": x}
+    frozen = study._storage.get_trial(adapter.trial_id(trial))
+    assert frozen.number == trial.number and adapter.trial_id(frozen) == adapter.trial_id(trial)
+
+
+def test_retry_attributes_are_optunas_own(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=_rdb(tmp_path))
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    study.tell(trial, state=TrialState.FAIL)
+    failed = study.get_trials()[0]
+    RetryHeartbeatStaleTrialCallback()(study, failed)
+    retry = study.get_trials()[1]
+    assert adapter.retry_history(retry) == RetryHeartbeatStaleTrialCallback.retry_history(retry) == [0]
+    assert adapter.original_trial_number(retry) == RetryHeartbeatStaleTrialCallback.retried_trial_number(
+        retry
+    )
+    assert (
+        retry.system_attrs[adapter.FAILED_TRIAL_ATTR] == 0
+        and adapter.RETRY_HISTORY_ATTR in retry.system_attrs
+    )
