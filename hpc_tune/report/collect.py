@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpc_tune.study.budget import budget_state, retried_numbers
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
+from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.records import (
     SCHEMA_VERSION,
     LoadedTrials,
@@ -67,8 +68,8 @@ def _row(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -
         "best_epoch": ((record or {}).get("best") or {}).get("epoch"),
         "duration_s": (record or {}).get("duration_s")
         or (trial.duration.total_seconds() if trial.duration is not None else None),
-        "host": trial.user_attrs.get("host"),
-        "array_task_id": trial.user_attrs.get("slurm.array_task_id"),
+        "host": worker_of(trial).get("host"),
+        "array_task_id": worker_of(trial).get("array_task_id"),
         "baseline": bool(trial.user_attrs.get("baseline")),
         "phase": trial.user_attrs.get(PHASE_ATTR),
         "promoted_from": trial.user_attrs.get(PROMOTED_ATTR),

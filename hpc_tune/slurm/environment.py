@@ -64,17 +64,16 @@ class SlurmEnv:
             return f"{self.array_job_id}_{self.array_task_id}"
         return self.job_id
 
-    def user_attrs(self) -> dict[str, str | int | None]:
-        """Trial user_attrs (``slurm.*``) that tie a trial to the log file and squeue line of its task;
-        none outside SLURM (each attr is a database write per trial)."""
+    def ids(self) -> dict[str, str | int | None]:
+        """The ids that tie a trial to the log file and squeue line of its task; none outside SLURM."""
         if not self.in_slurm:
             return {}
         return {
-            "slurm.job_id": self.job_id,
-            "slurm.array_job_id": self.array_job_id,
-            "slurm.array_task_id": self.array_task_id,
-            "slurm.global_task_id": self.global_task_id,
-            "slurm.restart_count": self.restart_count,
+            "job_id": self.job_id,
+            "array_job_id": self.array_job_id,
+            "array_task_id": self.array_task_id,
+            "global_task_id": self.global_task_id,
+            "restart_count": self.restart_count,
         }
 
 

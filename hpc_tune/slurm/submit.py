@@ -29,6 +29,7 @@ from hpc_tune.slurm import (
 )
 from hpc_tune.slurm.render import RenderedScripts, array_sbatch_args, render_scripts
 from hpc_tune.study.config import LoadedConfig
+from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.recovery import fail_running_trials
 from hpc_tune.study.shared import SharedStudy
 
@@ -208,6 +209,6 @@ def fail_trials_of_jobs(
         url=shared.spec.url,
         study_dir=loaded.study_dir,
         max_retry=loaded.config.worker.max_retry,
-        belongs=lambda t: str(t.user_attrs.get("slurm.array_job_id")) in job_ids,
+        belongs=lambda t: str(worker_of(t).get("array_job_id")) in job_ids,
         reason="cancelled",
     )

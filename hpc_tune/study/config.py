@@ -86,9 +86,9 @@ class WorkerConfig(_Strict):
     heartbeat_interval: int = Field(10, ge=1)
     grace_period: int = Field(60, ge=2)
     max_retry: int = Field(1, ge=0)
-    # PostgreSQL connections: "single" keeps one per worker; "none" (NullPool) keeps none but connects for
-    # every call, ~4x slower per trial of a trivial objective; "auto" picks "none" above 16 workers.
-    pool: Literal["auto", "single", "none"] = "auto"
+    # PostgreSQL connections: "persistent" keeps two per worker; "none" (NullPool) keeps none but connects
+    # for every call, ~4x slower per trial of a trivial objective; "auto" picks "none" above 16 workers.
+    pool: Literal["auto", "persistent", "none"] = "auto"
     # How long one storage call is retried through a database outage before the worker exits 75; its
     # running trial is then failed and retried by the other workers' liveness check.
     db_retry_deadline_s: float = Field(300.0, ge=1.0)

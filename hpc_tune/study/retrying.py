@@ -10,8 +10,9 @@ and retried by the liveness check of the other workers, never counted as budget.
 
 Retried writes must be idempotent. Most of Optuna's are (upserts of attributes, intermediate values and
 params); the two that are not are guarded here:
-- ``create_new_trial``: a commit can succeed and its reply be lost. Each creation carries a token in its
-  system attributes, and a retry first looks for a trial with that token.
+- ``create_new_trial``: a commit can succeed and its reply be lost. A retry first looks for the trial the
+  lost attempt made: a worker's new trial by the worker's (host, pid), which has one RUNNING trial at a
+  time; any other creation (an enqueued trial) by a token in its system attributes.
 - ``set_trial_state_values``: a retried "finish" finds the trial already finished (by us) and reports
   success when the stored state is the one asked for; a retried "take this WAITING trial" that finds it
   RUNNING is ours, because hpc_tune only takes waiting trials under the study lock.
@@ -37,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from hpc_tune.errors import StorageUnavailableError
 from hpc_tune.study import optuna_adapter as adapter
+from hpc_tune.study.provenance import worker_of
 
 if TYPE_CHECKING:
     from optuna.study import FrozenStudy
@@ -221,25 +223,34 @@ class RetryingStorage(BaseStorage, adapter.BaseHeartbeat):
 
     # ------------------------------------------------------------------------------------------ trials
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        token = uuid.uuid4().hex
         template = template_trial or optuna.trial.create_trial(state=TrialState.RUNNING)
-        template = _with_system_attr(template, CREATE_TOKEN_ATTR, token)
+        identity = _worker_identity(template)
+        if identity is None:
+            template = _with_system_attr(template, CREATE_TOKEN_ATTR, uuid.uuid4().hex)
         attempts = 0
 
         def create() -> int:
             nonlocal attempts
             attempts += 1
             if attempts > 1:  # the earlier attempt may have committed before its reply was lost
-                found = self._find_token(study_id, token)
+                found = self._find_created(study_id, template, identity)
                 if found is not None:
                     return found
             return self.inner.create_new_trial(study_id, template_trial=template)
 
         return self.call(create)
 
-    def _find_token(self, study_id: int, token: str) -> int | None:
+    def _find_created(
+        self, study_id: int, template: FrozenTrial, identity: tuple[Any, Any] | None
+    ) -> int | None:
+        """The trial an earlier attempt created: the RUNNING trial of this worker (a worker runs one trial at
+        a time, and creates it under the study lock), else the one carrying the template's token."""
+        token = template.system_attrs.get(CREATE_TOKEN_ATTR)
         for trial in self.inner.get_all_trials(study_id, deepcopy=False):
-            if trial.system_attrs.get(CREATE_TOKEN_ATTR) == token:
+            if identity is not None:
+                if trial.state == TrialState.RUNNING and _worker_identity(trial) == identity:
+                    return adapter.trial_id(trial)
+            elif trial.system_attrs.get(CREATE_TOKEN_ATTR) == token:
                 return adapter.trial_id(trial)
         return None
 
@@ -345,6 +356,16 @@ class RetryingStorage(BaseStorage, adapter.BaseHeartbeat):
         if not isinstance(self.inner, adapter.BaseHeartbeat):
             return None
         return self.inner.get_heartbeat_stale_trial_callback()
+
+
+def _worker_identity(trial: FrozenTrial) -> tuple[Any, Any] | None:
+    """(host, pid) of the worker a RUNNING trial was created for; each worker runs one trial at a time, so
+    this identifies a new trial without the extra row a token costs (one insert per trial)."""
+    if trial.state != TrialState.RUNNING:
+        return None
+    worker = worker_of(trial)
+    host, pid = worker.get("host"), worker.get("pid")
+    return None if host is None or pid is None else (host, pid)
 
 
 def _with_system_attr(template: FrozenTrial, key: str, value: Any) -> FrozenTrial:

@@ -89,15 +89,15 @@ def resolve_storage(url: str | None, study_dir: Path) -> StorageSpec:
     return StorageSpec(url=url, journal_path=None)
 
 
-PoolKind = Literal["auto", "single", "none"]
+PoolKind = Literal["auto", "persistent", "none"]
 # Above this many workers of one study, "auto" holds no idle connection: 32 workers with one persistent
 # connection each exceed a server with max_connections=20, and the extra workers could only wait.
 AUTO_POOL_MAX_WORKERS = 16
 WORKERS_ENV = "HPCTUNE_WORKERS"
 
 
-def resolve_pool(pool: PoolKind, environ: Mapping[str, str] | None = None) -> Literal["single", "none"]:
-    """``auto``: one persistent connection per worker when few workers share the study, none when many do.
+def resolve_pool(pool: PoolKind, environ: Mapping[str, str] | None = None) -> Literal["persistent", "none"]:
+    """``auto``: persistent connections when few workers share the study, none when many do.
 
     The number of workers comes from ``run --local`` (HPCTUNE_WORKERS) or SLURM (SLURM_ARRAY_TASK_COUNT,
     all tasks of the array, a safe over-estimate when ``%N`` limits how many run at once).
@@ -108,21 +108,22 @@ def resolve_pool(pool: PoolKind, environ: Mapping[str, str] | None = None) -> Li
     for key in (WORKERS_ENV, "SLURM_ARRAY_TASK_COUNT"):
         value = env.get(key, "")
         if value.isdigit():
-            return "none" if int(value) > AUTO_POOL_MAX_WORKERS else "single"
-    return "single"
+            return "none" if int(value) > AUTO_POOL_MAX_WORKERS else "persistent"
+    return "persistent"
 
 
 def engine_kwargs(spec: StorageSpec, pool: PoolKind = "auto") -> dict[str, object]:
     """Options for many workers: few connections each, checked before use, bounded connect time.
 
-    ``single``: one persistent connection per worker, which the study lock shares, plus up to two
-    short-lived overflow connections when the heartbeat thread, the lock and a storage call overlap. NullPool
-    (``none``) holds no idle connection but connects for every call (measured: ~4x slower per trial of a
-    trivial objective, docs/benchmarks.md, nothing next to an epoch of training); it lets more workers than
-    the server's connection limit share a study, each waiting its turn. The default QueuePool keeps more
-    connections than needed (two per worker exhausted a role limit of 40 with 32 workers), and
-    ``pool_size=1, max_overflow=0`` fails in RDBStorage's schema check, which needs two
-    (docs/design-notes.md).
+    ``persistent``: two connections kept per worker, one for the study lock and one for the storage calls
+    made while the lock is held, plus one short-lived overflow connection when the heartbeat thread overlaps
+    them. With a single kept connection the lock held it and every trial connected anew for its storage
+    calls (one TCP connect and login per trial, ~3 ms here, more across a network). ``none`` (NullPool) keeps
+    no idle connection and connects for every call (~4x slower per trial of a trivial objective, nothing next
+    to an epoch of training); it lets more workers than the server's connection limit share a study, each
+    waiting its turn. ``auto`` picks ``none`` above 16 workers: 16 x 2 kept connections stay well inside
+    PostgreSQL's default ``max_connections=100``. ``pool_size=1, max_overflow=0`` fails in RDBStorage's
+    schema check, which needs two connections (docs/design-notes.md).
     """
     if not spec.is_postgres:
         return {}
@@ -132,7 +133,7 @@ def engine_kwargs(spec: StorageSpec, pool: PoolKind = "auto") -> dict[str, objec
     }
     if resolve_pool(pool) == "none":
         return {"poolclass": NullPool, **common}
-    return {"poolclass": QueuePool, "pool_size": 1, "max_overflow": 2, "pool_timeout": 60, **common}
+    return {"poolclass": QueuePool, "pool_size": 2, "max_overflow": 1, "pool_timeout": 60, **common}
 
 
 def open_storage(
@@ -157,7 +158,7 @@ def open_storage(
     tries = attempts if attempts is not None else int(os.environ.get("HPCTUNE_CONNECT_ATTEMPTS", "3"))
 
     def make() -> optuna.storages.RDBStorage:
-        storage = optuna.storages.RDBStorage(
+        storage = adapter.BulkReadRDBStorage(
             spec.url,
             engine_kwargs=engine_kwargs(spec, pool),
             heartbeat_interval=heartbeat_interval,

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from hpc_tune.study.budget import budget_state
 from hpc_tune.study.config import LoadedConfig
+from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.recovery import fail_running_trials
 from hpc_tune.study.shared import SharedStudy, open_study
 from hpc_tune.study.storage import WORKERS_ENV
@@ -133,7 +134,7 @@ def _recover(shared: SharedStudy, loaded: LoadedConfig, pid: int, host: str) -> 
         url=shared.spec.url,
         study_dir=loaded.study_dir,
         max_retry=loaded.config.worker.max_retry,
-        belongs=lambda t: t.user_attrs.get("pid") == pid and t.user_attrs.get("host") == host,
+        belongs=lambda t: worker_of(t).get("pid") == pid and worker_of(t).get("host") == host,
         reason="worker_killed",
     )
 

@@ -25,6 +25,7 @@ from typing import Any
 from hpc_tune.slurm.environment import SlurmEnv, requeue_own_task
 from hpc_tune.study import optuna_adapter as adapter
 from hpc_tune.study.config import LoadedConfig
+from hpc_tune.study.provenance import WORKER_ATTR, worker_attr
 from hpc_tune.study.shared import open_study
 from hpc_tune.tasks.base import load_task
 from hpc_tune.train.faults import parse_faults
@@ -84,14 +85,8 @@ class Worker:
         self.study = self.shared.study
         limit_threads(self.environ)
         host, pid = socket.gethostname(), os.getpid()
-        worker_attrs: dict[str, Any] = {
-            "host": host,
-            "pid": pid,
-            **{k: v for k, v in self.slurm.user_attrs().items() if v is not None},
-        }
-        slurm_record = {
-            k.removeprefix("slurm."): v for k, v in self.slurm.user_attrs().items() if v is not None
-        }
+        slurm_ids = {k: v for k, v in self.slurm.ids().items() if v is not None}
+        worker_attrs: dict[str, Any] = {WORKER_ATTR: worker_attr(host, pid, slurm_ids)}
         self.guard = SignalGuard()
         self.source = TrialSource(self.shared, self.config, loaded.study_dir, worker_attrs, self.guard)
         self.runner = TrialRunner(
@@ -100,7 +95,7 @@ class Worker:
             task,
             self.guard,
             worker_attrs,
-            {"host": host, "pid": pid, "slurm": slurm_record},
+            {"host": host, "pid": pid, "slurm": slurm_ids},
             parse_faults(self.environ.get("HPCTUNE_FAULT")),
         )
         self._current: Any = None

@@ -153,8 +153,9 @@ class TrialRunner:
             raise
         except WorkerInterrupted:
             with self.guard.critical():  # a second Ctrl-C must not cut this short
-                self._finish_record(record, "FAIL", "interrupted", None, started)
-                self.fail_and_rerun(trial_id, "interrupted")
+                self.fail_and_rerun(trial_id, "interrupted")  # the study first: it is the truth
+                with contextlib.suppress(MetricsError):
+                    self._finish_record(record, "FAIL", "interrupted", None, started)
             raise
         except MetricsError as exc:
             # The results directory cannot be written: not the trial's fault. Re-run it, then stop.
@@ -205,11 +206,7 @@ class TrialRunner:
     def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None) -> None:
         if reason is not None:
             trial.set_user_attr("reason", reason)
-        # skip_if_finished: a tell whose reply was lost and that is told again must not raise.
-        if state == TrialState.COMPLETE:
-            self.study.tell(trial, value, skip_if_finished=True)
-        else:
-            self.study.tell(trial, state=state, skip_if_finished=True)
+        adapter.tell(self.study, trial, state, value)
 
     # ------------------------------------------------------------------------------------------ the engine
     def _fit(
@@ -313,7 +310,7 @@ class TrialRunner:
             try:
                 with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
                     trial.set_user_attr("reason", "walltime")
-                    self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    adapter.tell(self.study, trial, TrialState.FAIL, None)
                     enqueue_rerun(
                         self.study,
                         self.storage.get_trial(adapter.trial_id(trial)),

@@ -76,11 +76,17 @@ class TrialSource:
                 return trial_id
         return None
 
-    def _new_trial_id(self, trials: list[FrozenTrial]) -> int:
+    def _new_trial_id(self, trials: list[FrozenTrial], claim: dict[str, Any]) -> int:
         trial_id = self._take_waiting(trials)
         if trial_id is None:
-            # Created with this worker's attrs (host, pid, SLURM ids) in one statement.
-            template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=self.worker_attrs)
+            # Created with this worker's attrs (host, pid, SLURM ids) in one statement, and with the
+            # parameters it claims (a grid point) so that the next worker, under the lock, sees them taken.
+            template = optuna.trial.create_trial(
+                state=TrialState.RUNNING,
+                user_attrs=self.worker_attrs,
+                params=claim,
+                distributions={name: self.config.space[name].distribution() for name in claim},
+            )
             trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
         return trial_id
 
@@ -122,7 +128,9 @@ class TrialSource:
                     self.study.enqueue_trial(params, user_attrs=attrs)
                 if decision.enqueue:  # take what was just enqueued (promotions come before new trials)
                     trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
-                trial_id = self._new_trial_id(trials)
+                # A grid point is claimed by the new trial itself; other pins are only sampler hints.
+                claim = decision.fixed if self.config.sampler.type == "grid" else {}
+                trial_id = self._new_trial_id(trials, claim)
         except LockLost:
             if trial_id is None or decision is None or decision.kind != "ask":
                 return None, "retry", running
@@ -148,8 +156,10 @@ class TrialSource:
         """
         beat = self.config.worker
         linger_until = time.monotonic() + beat.grace_period + beat.heartbeat_interval
-        # Short enough that a worker leaves about when the last trial ends, long enough not to load the DB.
-        poll = min(1.0, beat.heartbeat_interval)
+        # Polls start short, so that a worker leaves about when the last trial of a study of short trials
+        # ends (a fixed 1 s poll made the last worker up to a second late), and back off to 1 s, so that
+        # workers waiting on trials of hours do not load the database: each poll is one read of the trials.
+        poll = 0.05
         while True:
             with self.guard.critical():
                 self.fail_stale_trials()
@@ -159,11 +169,10 @@ class TrialSource:
                 return trial
             if kind == "retry":
                 continue
-            if kind == "wait":  # earlier trials still running: phases and promotion need their results
-                time.sleep(poll)
-                continue
-            if running == 0 or not adapter.heartbeat_enabled(self.storage):
+            if kind == "done" and (running == 0 or not adapter.heartbeat_enabled(self.storage)):
                 return None
-            if time.monotonic() >= linger_until:
+            if kind == "done" and time.monotonic() >= linger_until:
                 return None
+            # "wait" (phases and promotion need the results of running trials) or lingering.
             time.sleep(poll)
+            poll = min(1.0, poll * 2, float(beat.heartbeat_interval))

@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 from optuna.trial import TrialState
 
+from hpc_tune.study.provenance import worker_of
 from tests.chaos.helpers import PLAIN_SPACE, write_plain_objective
 from tests.conftest import PG_BIN, PostgresServer, _free_port, unavailable, worker_env, write_config
 from tests.worker.test_loop import load
@@ -97,5 +98,5 @@ def test_32_workers_on_a_server_with_20_connections(tmp_path: Path, small_postgr
     study, _ = load(cfg)
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 64 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({t.user_attrs["pid"] for t in trials}) > 16  # really many workers, not a few fast ones
+    assert len({worker_of(t)["pid"] for t in trials}) > 16  # really many workers, not a few fast ones
     assert peak[0] <= MAX_CONNECTIONS

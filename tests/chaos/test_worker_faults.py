@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from hpc_tune.report.collect import collect
 from hpc_tune.study.budget import budget_state
 from hpc_tune.study.config import load_config
+from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.records import read_trials
 from hpc_tune.study.retries import RESUME_CHECKPOINT_ATTR, RESUME_EPOCH_ATTR
 from tests.chaos.helpers import finish, read_json, running, start_worker
@@ -86,10 +87,10 @@ def test_two_workers_with_the_same_array_task_id_never_share_a_trial(tmp_path: P
     assert budget_state(trials, 10).finished == 10 and len(trials) == 10
     records = read_trials(study_dir).records
     for t in trials:
-        assert t.user_attrs["slurm.array_task_id"] == 3
+        assert worker_of(t)["array_task_id"] == 3
         # The JSON was written by the process that ran (and told) the trial: nothing overwritten.
-        assert records[t.number]["pid"] == t.user_attrs["pid"] and records[t.number]["state"] == t.state.name
-    assert len({t.user_attrs["pid"] for t in trials}) == 2
+        assert records[t.number]["pid"] == worker_of(t)["pid"] and records[t.number]["state"] == t.state.name
+    assert len({worker_of(t)["pid"] for t in trials}) == 2
 
 
 @pytest.mark.slow

@@ -182,12 +182,12 @@ def test_slurm_env_of_an_array_task() -> None:
     )
     assert env.task_ref == "100_3"  # never the bare SLURM_JOB_ID: it may be the whole array's
     assert env.global_task_id == 1004
-    assert env.user_attrs() == {
-        "slurm.job_id": "105",
-        "slurm.array_job_id": "100",
-        "slurm.array_task_id": 3,
-        "slurm.global_task_id": 1004,
-        "slurm.restart_count": 1,
+    assert env.ids() == {
+        "job_id": "105",
+        "array_job_id": "100",
+        "array_task_id": 3,
+        "global_task_id": 1004,
+        "restart_count": 1,
     }
 
 

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from hpc_tune.slurm import job_name_for, squeue_study
 from hpc_tune.study.budget import budget_state
 from hpc_tune.study.config import load_config
+from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.storage import open_storage, resolve_storage
 from tests.conftest import write_config
 from tests.slurm_fixtures import SlurmCluster, wait_until
@@ -95,7 +96,7 @@ def check_finished_study(cfg: Path, tasks: set[int], total: int) -> dict[str, ob
     assert state.finished == total and state.running == 0 and state.waiting == 0, [
         (t.number, t.state.name) for t in trials
     ]
-    contributed = {t.user_attrs.get("slurm.array_task_id") for t in trials}
+    contributed = {worker_of(t).get("array_task_id") for t in trials}
     assert tasks <= contributed, contributed  # every array task pulled trials from the one study
     summary_path = load_config(cfg).study_dir / "summary.json"
     assert summary_path.is_file(), "the collector job wrote no summary"
@@ -196,7 +197,7 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(
     assert first.state == TrialState.FAIL and first.user_attrs["reason"] == "walltime"
     assert continued.system_attrs["resumed_from"] == 0 and continued.params == first.params
     assert continued.state == TrialState.COMPLETE
-    assert continued.user_attrs["slurm.restart_count"] == 1  # run by the requeued task
+    assert worker_of(continued)["restart_count"] == 1  # run by the requeued task
     record = json.loads((load_config(cfg).study_dir / "trials" / "trial-1.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4, 5, 6]  # every epoch exactly once
     assert sorted(continued.intermediate_values) == [1, 2, 3, 4, 5, 6]

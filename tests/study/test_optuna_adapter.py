@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -70,3 +71,43 @@ def test_retry_attributes_are_optunas_own(tmp_path: Path) -> None:
         retry.system_attrs[adapter.FAILED_TRIAL_ATTR] == 0
         and adapter.RETRY_HISTORY_ATTR in retry.system_attrs
     )
+
+
+@pytest.mark.postgres
+def test_bulk_read_builds_exactly_the_trials_optuna_builds(pg_url: str) -> None:
+    """Every kind of value a trial row can hold, read both ways, with each filter the cache uses."""
+    optuna_reader = optuna.storages.RDBStorage(pg_url)
+    bulk_reader = adapter.BulkReadRDBStorage(pg_url)
+    study = optuna.create_study(storage=optuna_reader, study_name="both", direction="minimize")
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 1e-3, 1.0, log=True)
+        trial.suggest_int("n", 1, 9, step=2)
+        trial.suggest_categorical("opt", ["adamw", "sgd", None])
+        trial.suggest_float("q", 0.0, 1.0, step=0.25)
+        trial.set_user_attr("worker", {"host": "n1", "pid": trial.number})
+        trial.report(float("nan") if trial.number == 1 else x, 1)
+        trial.report(float("inf"), 2)
+        if trial.number == 2:
+            raise optuna.TrialPruned()
+        if trial.number == 3:
+            raise RuntimeError("a failure")
+        return float("-inf") if trial.number == 4 else x
+
+    study.optimize(objective, n_trials=7, catch=(RuntimeError,))
+    running = study.ask()
+    running.suggest_float("x", 1e-3, 1.0, log=True)
+    study.enqueue_trial({"x": 0.5}, user_attrs={"baseline": True})
+    study_id = adapter.study_id(study)
+    ids = [adapter.trial_id(t) for t in study.get_trials()]
+    for states, included, greater in [
+        (None, set(), -1),
+        ((TrialState.COMPLETE,), set(), -1),
+        (None, {ids[1], ids[7]}, ids[4]),
+        (None, set(), ids[5]),
+    ]:
+        expected = optuna_reader._get_trials(study_id, states, included, greater)
+        got = bulk_reader._get_trials(study_id, states, included, greater)
+        assert [repr(t) for t in got] == [repr(t) for t in expected], (states, included, greater)
+    with pytest.raises(KeyError):
+        bulk_reader._get_trials(study_id + 1000, None, set(), -1)

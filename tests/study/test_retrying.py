@@ -131,6 +131,16 @@ def test_a_lost_reply_never_creates_a_trial_twice(tmp_path: Path) -> None:
     assert storage.last_outage is not None and not storage.settled(60)
 
 
+def test_a_workers_new_trial_is_found_by_its_worker_identity(tmp_path: Path) -> None:
+    storage = Faulty(_journal(tmp_path), {"create_new_trial": 1}, after=True)
+    study = optuna.create_study(study_name="s", storage=storage)
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={"host": "n1", "pid": 7})
+    trial_id = storage.create_new_trial(adapter.study_id(study), template_trial=template)
+    trials = study.get_trials()
+    assert len(trials) == 1 and adapter.trial_id(trials[0]) == trial_id
+    assert CREATE_TOKEN_ATTR not in trials[0].system_attrs  # no extra row per trial
+
+
 def test_a_lost_reply_of_tell_reports_success(tmp_path: Path) -> None:
     storage = Faulty(_journal(tmp_path), {"set_trial_state_values": 0}, after=True)
     study = optuna.create_study(study_name="s", storage=storage)

@@ -48,10 +48,10 @@ def test_resolve_embedded_and_url(tmp_path: Path) -> None:
         resolve_storage("::nonsense::", tmp_path)
 
 
-def test_postgres_engine_holds_one_connection_per_worker(tmp_path: Path) -> None:
+def test_postgres_engine_holds_two_connections_per_worker(tmp_path: Path) -> None:
     spec = resolve_storage("postgresql://u@h/db", tmp_path)
-    kwargs = engine_kwargs(spec)
-    assert kwargs["poolclass"] is QueuePool and (kwargs["pool_size"], kwargs["max_overflow"]) == (1, 2)
+    kwargs = engine_kwargs(spec, "persistent")
+    assert kwargs["poolclass"] is QueuePool and (kwargs["pool_size"], kwargs["max_overflow"]) == (2, 1)
     assert kwargs["pool_pre_ping"] is True and kwargs["connect_args"] == {"connect_timeout": 10}
     assert engine_kwargs(spec, "none")["poolclass"] is NullPool
     assert engine_kwargs(resolve_storage(None, tmp_path)) == {}
@@ -67,16 +67,16 @@ def test_unreachable_database_is_tempfail_and_redacted(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_storage_keeps_one_connection_shared_with_the_lock(pg_url: str, tmp_path: Path) -> None:
+def test_postgres_storage_keeps_the_lock_and_storage_connections(pg_url: str, tmp_path: Path) -> None:
     spec = resolve_storage(pg_url, tmp_path)
-    storage = open_storage(spec, heartbeat_interval=1, grace_period=3)
+    storage = open_storage(spec, heartbeat_interval=1, grace_period=3, pool="persistent")
     study = optuna.create_study(study_name="s", storage=storage)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     with study_lock(spec.url, "s", tmp_path):
-        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # a second connection: overflow
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # the second kept connection
     assert len(study.trials) == 4
     pool = storage.engine.pool
-    assert isinstance(pool, QueuePool) and pool.checkedin() == 1  # one idle connection kept, overflow closed
+    assert isinstance(pool, QueuePool) and pool.checkedin() == 2  # both kept for the next trial
     none = open_storage(spec, pool="none")
     assert isinstance(none.engine.pool, NullPool)
 
@@ -115,11 +115,11 @@ def test_advisory_lock_serializes(pg_url: str, tmp_path: Path) -> None:
 
 
 def test_auto_pool_holds_no_idle_connection_for_many_workers() -> None:
-    assert resolve_pool("auto", {}) == "single"
-    assert resolve_pool("auto", {"HPCTUNE_WORKERS": "4"}) == "single"
+    assert resolve_pool("auto", {}) == "persistent"
+    assert resolve_pool("auto", {"HPCTUNE_WORKERS": "4"}) == "persistent"
     assert resolve_pool("auto", {"HPCTUNE_WORKERS": "32"}) == "none"
     assert resolve_pool("auto", {"SLURM_ARRAY_TASK_COUNT": "64"}) == "none"
-    assert resolve_pool("single", {"HPCTUNE_WORKERS": "64"}) == "single"
+    assert resolve_pool("persistent", {"HPCTUNE_WORKERS": "64"}) == "persistent"
 
 
 @pytest.mark.postgres

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from hpc_tune.report.collect import reason_of
 from hpc_tune.study.budget import budget_state, retried_numbers
 from hpc_tune.study.config import load_config
+from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.records import read_trials
 from hpc_tune.study.storage import open_storage, resolve_storage
 from hpc_tune.worker.local import run_local
@@ -98,7 +99,7 @@ def test_four_workers_share_one_postgres_study_and_stop_at_budget(tmp_path: Path
     assert_study_consistent(study, study_dir, total=40, epochs=3)
     assert len(study.trials) == 40  # nothing retried, so exactly 40 trials exist
     assert sum(1 for t in study.trials if t.user_attrs.get("baseline")) == 1  # enqueued once despite 4 racers
-    assert len({t.user_attrs["pid"] for t in study.trials}) >= 2  # really shared between processes
+    assert len({worker_of(t)["pid"] for t in study.trials}) >= 2  # really shared between processes
 
 
 @pytest.mark.slow
@@ -114,7 +115,7 @@ def test_local_workers_on_embedded_store_stop_at_budget(tmp_path: Path) -> None:
 
 def _running_trial_of(study: optuna.Study, pid: int) -> optuna.trial.FrozenTrial | None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("pid") == pid and t.intermediate_values:
+        if worker_of(t).get("pid") == pid and t.intermediate_values:
             return t
     return None
 
@@ -176,7 +177,7 @@ def test_sigkilled_local_worker_is_recovered_by_parent(tmp_path: Path) -> None:
     assert wait_until(lambda: victim() is not None, timeout=120)
     target = victim()
     assert target is not None
-    os.kill(target.user_attrs["pid"], signal.SIGKILL)
+    os.kill(worker_of(target)["pid"], signal.SIGKILL)
     thread.join(timeout=300)
     report = results["report"]
     assert report.recovered_trials == [target.number]  # type: ignore[attr-defined]
