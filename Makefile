@@ -32,6 +32,7 @@ lint: venv
 
 bench: venv test-services
 	$(PY) benchmarks/orchestration.py
+	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/eval_speed.py
 
 clean:

@@ -30,8 +30,7 @@ from hpc_tune.slurm import (
 from hpc_tune.slurm.render import RenderedScripts, array_sbatch_args, render_scripts
 from hpc_tune.study.config import LoadedConfig
 from hpc_tune.study.provenance import worker_of
-from hpc_tune.study.recovery import fail_running_trials
-from hpc_tune.study.shared import SharedStudy
+from hpc_tune.study.shared import SharedStudy, fail_running
 
 __all__ = [
     "StudyStatus",
@@ -203,12 +202,6 @@ def fail_trials_of_jobs(
         t.active and t.array_job_id in job_ids for t in squeue_study(name)
     ):
         time.sleep(1.0)
-    return fail_running_trials(
-        shared.study,
-        shared.storage,
-        url=shared.spec.url,
-        study_dir=loaded.study_dir,
-        max_retry=loaded.config.worker.max_retry,
-        belongs=lambda t: str(worker_of(t).get("array_job_id")) in job_ids,
-        reason="cancelled",
+    return fail_running(
+        shared, loaded, lambda t: str(worker_of(t).get("array_job_id")) in job_ids, "cancelled"
     )

@@ -72,7 +72,7 @@ def _locked_connection(engine: sqlalchemy.Engine, key: dict[str, str]) -> Any:
             raise
         conn.close()
         time.sleep(random.uniform(wait / 2, wait))
-        wait = min(0.1, wait * 2)
+        wait = min(0.5, wait * 2)
 
 
 class LockLost(Exception):

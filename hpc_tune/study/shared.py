@@ -7,15 +7,17 @@ baseline is enqueued once however many workers start together.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from hpc_tune.errors import StudyNotFoundError
 from hpc_tune.study.config import LoadedConfig, WorkerConfig
 from hpc_tune.study.lock import study_lock
-from hpc_tune.study.recovery import StaleTrialHandler
+from hpc_tune.study.recovery import StaleTrialHandler, fail_running_trials
 from hpc_tune.study.retrying import RetryingStorage
 from hpc_tune.study.storage import StorageSpec, open_storage, resolve_storage
 from hpc_tune.study.strategy import make_pruner, make_sampler
@@ -102,3 +104,19 @@ def load_existing_study(
     if liveness is not None and study_dir is not None:
         optuna.storages.fail_stale_trials(study)
     return SharedStudy(study, storage, spec)
+
+
+def fail_running(
+    shared: SharedStudy, loaded: LoadedConfig, belongs: Callable[[FrozenTrial], bool], reason: str
+) -> list[int]:
+    """Fail and re-run the RUNNING trials of workers that cannot do it themselves (a killed local child,
+    cancelled array tasks), with the study's own settings."""
+    return fail_running_trials(
+        shared.study,
+        shared.storage,
+        url=shared.spec.url,
+        study_dir=loaded.study_dir,
+        max_retry=loaded.config.worker.max_retry,
+        belongs=belongs,
+        reason=reason,
+    )

@@ -22,8 +22,7 @@ from optuna.trial import TrialState
 from hpc_tune.study.budget import budget_state
 from hpc_tune.study.config import LoadedConfig
 from hpc_tune.study.provenance import worker_of
-from hpc_tune.study.recovery import fail_running_trials
-from hpc_tune.study.shared import SharedStudy, open_study
+from hpc_tune.study.shared import SharedStudy, fail_running, open_study
 from hpc_tune.study.storage import WORKERS_ENV
 
 POLL_S = 0.5
@@ -128,14 +127,11 @@ def run_local(
 
 
 def _recover(shared: SharedStudy, loaded: LoadedConfig, pid: int, host: str) -> list[int]:
-    return fail_running_trials(
-        shared.study,
-        shared.storage,
-        url=shared.spec.url,
-        study_dir=loaded.study_dir,
-        max_retry=loaded.config.worker.max_retry,
-        belongs=lambda t: worker_of(t).get("pid") == pid and worker_of(t).get("host") == host,
-        reason="worker_killed",
+    return fail_running(
+        shared,
+        loaded,
+        lambda t: worker_of(t).get("pid") == pid and worker_of(t).get("host") == host,
+        "worker_killed",
     )
 
 

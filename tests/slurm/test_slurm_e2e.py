@@ -134,6 +134,9 @@ def test_submit_array_with_postgres_collects_after_all_tasks(
     assert list(logs.glob("collect-*.out")), "collector log missing"
     collect_log = next(logs.glob("collect-*.out")).read_text()
     assert f"study {study}: 12/12 finished" in collect_log
+    # Optuna's ExperimentalWarning (heartbeat, stale trials) is silenced in workers and collector alike.
+    for log in [*logs.glob("collect-*.err"), *logs.glob("array-*.err")]:
+        assert "ExperimentalWarning" not in log.read_text(), log
     assert summary["counts"]["RUNNING"] == 0  # type: ignore[index]
     status = hpctune("status", "-c", str(cfg), env=env, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
