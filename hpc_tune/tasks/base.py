@@ -133,7 +133,14 @@ def _load_module(target: str, spec: str, root: str | os.PathLike[str] | None) ->
             path = next((c for c in candidates if c.is_file()), Path.cwd() / path)
         if not path.is_file():
             raise TaskError("task file not found", target)
-        return _import_file(path.resolve(), spec)
+        path = path.resolve()
+        # The file's own folder, so that it can import its sibling modules however the worker was started.
+        _on_import_path(path.parent)
+        return _import_file(path, spec)
+    # A module of the user's project: the config's folder, as ``python -m`` would put the current directory
+    # there. The ``hpctune`` console script (what an array task runs) puts nothing there.
+    if root is not None:
+        _on_import_path(Path(root).resolve())
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
@@ -146,6 +153,15 @@ def _load_module(target: str, spec: str, root: str | os.PathLike[str] | None) ->
         raise TaskError(
             f"task module {target!r} failed to import: {type(exc).__name__}: {exc}", spec
         ) from exc
+
+
+def _on_import_path(folder: Path) -> None:
+    """Put ``folder`` first on sys.path: a task that imports ``train`` from beside it then works the same
+    under ``run --local`` (``python -m`` adds the current directory), ``hpctune worker`` and an array task
+    (the console script adds nothing), whatever the current directory is."""
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
 
 
 def _import_file(path: Path, spec: str) -> Any:
