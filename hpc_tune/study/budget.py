@@ -61,3 +61,17 @@ def budget_state(trials: list[FrozenTrial], total: int) -> BudgetState:
         running=sum(1 for t in trials if t.state == TrialState.RUNNING),
         waiting=sum(1 for t in trials if t.state == TrialState.WAITING),
     )
+
+
+def failing_from_the_start(trials: list[FrozenTrial], n: int) -> str | None:
+    """The reason shared by the first ``n`` finished trials when they all FAILed for it, else None.
+
+    Re-run trials (killed workers) are not results about the task and are skipped, as in the budget.
+    """
+    if n <= 0:
+        return None
+    finished = sorted((t for t in counted_trials(trials) if t.state in FINISHED), key=lambda t: t.number)[:n]
+    if len(finished) < n or any(t.state != TrialState.FAIL for t in finished):
+        return None
+    reasons = {str(t.user_attrs.get("reason") or "unknown") for t in finished}
+    return reasons.pop() if len(reasons) == 1 else None

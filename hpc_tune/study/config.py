@@ -92,6 +92,9 @@ class WorkerConfig(_Strict):
     # How long one storage call is retried through a database outage before the worker exits 75; its
     # running trial is then failed and retried by the other workers' liveness check.
     db_retry_deadline_s: float = Field(300.0, ge=1.0)
+    # When the first N finished trials all failed for the same reason (a typo in the metric, a broken import,
+    # an argument the script does not take), the workers stop instead of burning the budget. 0: never.
+    fail_fast_trials: int = Field(3, ge=0)
 
     @model_validator(mode="after")
     def _grace_longer_than_interval(self) -> WorkerConfig:

@@ -22,8 +22,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpc_tune.errors import TaskError
 from hpc_tune.study import optuna_adapter as adapter
-from hpc_tune.study.budget import VOID_ATTR, counted_trials
+from hpc_tune.study.budget import VOID_ATTR, counted_trials, failing_from_the_start
 from hpc_tune.study.campaign import PHASE_ATTR, decide
 from hpc_tune.study.config import Config
 from hpc_tune.study.lock import LockLost, study_lock
@@ -52,6 +53,7 @@ class TrialSource:
         self.guard = guard
         self.sampler = shared.study.sampler
         self._next_stale_check = 0.0
+        self._fail_fast_settled = False
         # Study user attrs (a query) matter only for phases and screening decisions.
         self._campaign = bool(config.phases) or bool(config.fidelity and config.fidelity.promote_top)
 
@@ -110,6 +112,22 @@ class TrialSource:
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         return True
 
+    def _stop_if_failing_from_the_start(self, trials: list[FrozenTrial]) -> None:
+        """Fail fast: the same failure in every one of the first trials is a mistake in the task or the
+        config, not a result; the rest of the budget would only repeat it."""
+        n = self.config.worker.fail_fast_trials
+        if self._fail_fast_settled:
+            return
+        reason = failing_from_the_start(trials, n)
+        if reason is not None:
+            raise TaskError(
+                f"the first {n} trials all failed ({reason}); stopping instead of spending the rest of the "
+                f"budget: see {self.study_dir}/trials/trial-0.json and the worker logs",
+                self.config.task,
+            )
+        finished = sum(1 for t in trials if t.state.is_finished())
+        self._fail_fast_settled = n == 0 or finished >= 2 * n  # past the start: no need to look again
+
     def _reserve_once(self) -> tuple[optuna.Trial | None, str, int]:
         trial_id: int | None = None
         decision = None
@@ -118,6 +136,7 @@ class TrialSource:
             with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
                 # The sampler of the next Trial reuses this read instead of reading the trials again.
                 trials = adapter.read_trials_for_ask(self.study)
+                self._stop_if_failing_from_the_start(trials)
                 decision = decide(self.config, trials, self.study.user_attrs if self._campaign else {})
                 running = sum(1 for t in trials if t.state == TrialState.RUNNING)
                 if decision.kind != "ask":
