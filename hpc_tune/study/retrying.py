@@ -20,6 +20,7 @@ params); the two that are not are guarded here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -163,6 +164,9 @@ class RetryingStorage(BaseStorage, adapter.BaseHeartbeat):
         self.where = where
         self.last_outage: float | None = None  # time.monotonic() of the last transient error seen
         self.unavailable = False  # a call ran past the deadline: the worker must end (exit 75)
+        # Set by a worker: a context every call runs in, so that SIGTERM/SIGINT never land in the middle of a
+        # storage call (the journal store's file lock, half a transaction) but right after it.
+        self.guard: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ machinery
@@ -178,7 +182,8 @@ class RetryingStorage(BaseStorage, adapter.BaseHeartbeat):
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (storage work of the caller's own, e.g. under a lock) with this storage's retries."""
         try:
-            return retry_transient(fn, self.policy, on_transient=self._saw_outage)
+            with self.guard():
+                return retry_transient(fn, self.policy, on_transient=self._saw_outage)
         except Exception as exc:
             if not is_transient(exc):
                 raise

@@ -88,6 +88,9 @@ class Worker:
         slurm_ids = {k: v for k, v in self.slurm.ids().items() if v is not None}
         worker_attrs: dict[str, Any] = {WORKER_ATTR: worker_attr(host, pid, slurm_ids)}
         self.guard = SignalGuard()
+        # Every storage call, the objective's own included, completes before SIGTERM/SIGINT is raised: a
+        # signal that landed inside the journal store's file lock left it broken (FileNotFoundError).
+        self.shared.storage.guard = self.guard.critical
         self.source = TrialSource(self.shared, self.config, loaded.study_dir, worker_attrs, self.guard)
         self.runner = TrialRunner(
             self.shared,

@@ -39,9 +39,9 @@ class SignalGuard:
         self._previous: dict[int, Any] = {}
 
     def _interrupt(self, signum: int, frame: FrameType | None) -> None:
-        self.interrupted_by = signum
         if self._critical == 0:
             raise WorkerInterrupted(signum)
+        self.interrupted_by = signum  # raised once, when the critical section ends
 
     def _walltime(self, signum: int, frame: FrameType | None) -> None:
         log.warning("USR2: walltime near; checkpointing at the next epoch boundary")
@@ -68,11 +68,16 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
-        """A storage critical section: SIGTERM/SIGINT wait until it ends."""
+        """A storage critical section: SIGTERM/SIGINT wait until it ends. Only the main thread counts (Python
+        runs signal handlers there); the heartbeat thread's calls pass through."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         self._critical += 1
         try:
             yield
         finally:
             self._critical -= 1
         if self._critical == 0 and self.interrupted_by is not None:
-            raise WorkerInterrupted(self.interrupted_by)
+            signum, self.interrupted_by = self.interrupted_by, None  # delivered: the cleanup's own calls go on
+            raise WorkerInterrupted(signum)
