@@ -79,5 +79,6 @@ class SignalGuard:
         finally:
             self._critical -= 1
         if self._critical == 0 and self.interrupted_by is not None:
-            signum, self.interrupted_by = self.interrupted_by, None  # delivered: the cleanup's own calls go on
+            # Delivered once: the cleanup's own storage calls must not raise it again.
+            signum, self.interrupted_by = self.interrupted_by, None
             raise WorkerInterrupted(signum)
