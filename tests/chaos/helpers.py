@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -13,7 +12,7 @@ from optuna.trial import TrialState
 
 from hpc_tune.study.budget import budget_state
 from hpc_tune.study.records import read_trials
-from tests.conftest import worker_env
+from tests.worker.test_loop import start_worker as start_worker  # the chaos tests start workers the same way
 
 # A plain Optuna objective as users write it: suggests, reports every epoch, asks the pruner, returns.
 # It knows nothing of hpc_tune; its storage calls go through whatever storage the worker gave the study.
@@ -45,15 +44,6 @@ def write_plain_objective(directory: Path, epochs: int = 5, sleep: float = 0.3) 
     path = directory / "plain_objective.py"
     path.write_text(PLAIN_OBJECTIVE.format(epochs=epochs, sleep=sleep))
     return f"{path}:objective"
-
-
-def start_worker(cfg: Path, index: int, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpc_tune", "worker", "-c", str(cfg), "--worker-index", str(index)],
-        env=worker_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def finish(procs: list[subprocess.Popen[bytes]], timeout: float = 300) -> list[tuple[int, str]]:
