@@ -134,10 +134,14 @@ def init(output: Path, force: bool) -> None:
 @cli.command()
 @config_option
 def check(config_path: Path) -> None:
-    """Validate the config and warn about settings that waste trials."""
+    """Validate the config, import the task, and warn about settings that waste trials."""
     from hpc_tune.study.lint import lint
+    from hpc_tune.tasks.base import load_task
 
     loaded = _load(config_path)
+    # Import the task as a worker would: a missing file, a typo in the module or a broken import is one line
+    # here, not a failure in every array task.
+    load_task(loaded.config.task, loaded.root)
     findings = lint(loaded.config)
     for finding in findings:
         click.echo(finding.line())

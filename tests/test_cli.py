@@ -159,6 +159,23 @@ def test_password_in_url_never_rendered(tmp_path: Path, pg_secret_db: dict[str, 
     assert pg_secret_db["password"] not in out + err
 
 
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ("missing/train.py:objective", "Error: task file not found (missing/train.py)"),
+        ("no_such_module_xyz", "Error: task module 'no_such_module_xyz' not found (no_such_module_xyz)"),
+        ("broken.py:objective", "Error: task file failed to import: ModuleNotFoundError: No module named "),
+    ],
+)
+def test_check_imports_the_task(tmp_path: Path, task: str, message: str) -> None:
+    (tmp_path / "broken.py").write_text(
+        "import not_installed_anywhere\n\ndef objective(trial):\n    return 0.0\n"
+    )
+    cfg = write_config(tmp_path, task=task)
+    code, out, err = invoke("check", "-c", str(cfg))
+    assert code == 4 and out == "" and err.startswith(message) and len(err.splitlines()) == 1, err
+
+
 # --------------------------------------------------------------------------------------------- collect
 
 
