@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpc_tune.study.budget import budget_state, retried_numbers
+from hpc_tune.study.budget import budget_state
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
 from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.records import (
@@ -28,6 +28,7 @@ from hpc_tune.study.records import (
     now_iso,
     read_trials,
 )
+from hpc_tune.study.retries import retried_numbers
 from hpc_tune.study.shared import load_existing_study as load_study
 
 __all__ = ["Collected", "collect", "format_table", "load_study", "summarize", "trials_csv"]

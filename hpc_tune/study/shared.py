@@ -34,23 +34,21 @@ class SharedStudy:
     storage: RetryingStorage
     spec: StorageSpec
 
-    @property
-    def study_id(self) -> int:
-        return self.storage.get_study_id_from_name(self.study.study_name)
-
 
 def open_storage_for(
-    spec: StorageSpec, worker: WorkerConfig | None, study_dir: Path | None
+    spec: StorageSpec, worker: WorkerConfig | None, study_dir: Path | None, *, liveness: bool
 ) -> RetryingStorage:
-    """The storage with the study's liveness settings (heartbeat, stale-trial retries) when ``worker`` is
-    given; without, a plain reader/writer that fails nobody's trials."""
-    if worker is None or study_dir is None:
+    """The storage with the study's connection settings when ``worker`` is given, and with its liveness
+    (heartbeat, stale-trial retries) when ``liveness`` too; without, a plain reader/writer that fails nobody's
+    trials."""
+    if worker is None:
         return open_storage(spec)
+    live = liveness and study_dir is not None
     return open_storage(
         spec,
-        heartbeat_interval=worker.heartbeat_interval,
-        grace_period=worker.grace_period,
-        stale_trial_callback=StaleTrialHandler(study_dir, worker.max_retry),
+        heartbeat_interval=worker.heartbeat_interval if live else None,
+        grace_period=worker.grace_period if live else None,
+        stale_trial_callback=StaleTrialHandler(study_dir, worker.max_retry) if live else None,  # type: ignore[arg-type]
         pool=worker.pool,
         retry_deadline_s=worker.db_retry_deadline_s,
     )
@@ -62,12 +60,7 @@ def open_study(
     """Create or load the one shared study; enqueue the baseline exactly once."""
     config = loaded.config
     spec = resolve_storage(storage_url if storage_url is not None else config.storage, loaded.study_dir)
-    if with_heartbeat:
-        storage = open_storage_for(spec, config.worker, loaded.study_dir)
-    else:
-        storage = open_storage(
-            spec, pool=config.worker.pool, retry_deadline_s=config.worker.db_retry_deadline_s
-        )
+    storage = open_storage_for(spec, config.worker, loaded.study_dir, liveness=with_heartbeat)
     study = optuna.create_study(
         study_name=config.study,
         storage=storage,
@@ -95,7 +88,7 @@ def load_existing_study(
     would."""
     if spec.journal_path is not None and not spec.journal_path.is_file():
         raise StudyNotFoundError(f"no study '{study_name}' (no embedded store)", spec.journal_path)
-    storage = open_storage_for(spec, liveness, study_dir)
+    storage = open_storage_for(spec, liveness, study_dir, liveness=liveness is not None)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if study_name not in names:
         known = f"; studies there: {', '.join(sorted(names)[:5])}" if names else ""

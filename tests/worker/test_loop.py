@@ -19,10 +19,11 @@ import pytest
 from optuna.trial import TrialState
 
 from hpc_tune.report.collect import reason_of
-from hpc_tune.study.budget import budget_state, retried_numbers
+from hpc_tune.study.budget import budget_state
 from hpc_tune.study.config import load_config
 from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.records import read_trials
+from hpc_tune.study.retries import retried_numbers
 from hpc_tune.study.storage import open_storage, resolve_storage
 from hpc_tune.worker.local import run_local
 from tests.conftest import wait_until, worker_env, write_config
