@@ -1,41 +1,50 @@
 """hpc_tune: tune PyTorch models with Optuna on SLURM job arrays — one shared study, many workers.
 
 The public API is listed in ``__all__``; the CLI (``hpctune``) is a thin shell over these functions.
+
+Names are imported on first use: a training script run as a command task calls ``hpc_tune.report(...)``
+in an environment that may have neither Optuna nor torch, and must not pay for importing them.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from hpc_tune.errors import (
-    ConfigError,
-    HpcTuneError,
-    MetricsError,
-    SlurmError,
-    SpaceError,
-    StorageError,
-    StorageUnavailableError,
-    StudyNotFoundError,
-    TaskError,
-)
-from hpc_tune.study.config import Config, LoadedConfig, load_config, parse_config
-from hpc_tune.study.storage import redact_url, resolve_storage
+# public name -> the module that defines it
+_API = {
+    "Config": "hpc_tune.study.config",
+    "LoadedConfig": "hpc_tune.study.config",
+    "load_config": "hpc_tune.study.config",
+    "parse_config": "hpc_tune.study.config",
+    "redact_url": "hpc_tune.study.storage",
+    "resolve_storage": "hpc_tune.study.storage",
+    "launch": "hpc_tune.slurm.launch",
+    "report": "hpc_tune.worker.script_protocol",
+    "HpcTuneError": "hpc_tune.errors",
+    "ConfigError": "hpc_tune.errors",
+    "SpaceError": "hpc_tune.errors",
+    "StorageError": "hpc_tune.errors",
+    "StorageUnavailableError": "hpc_tune.errors",
+    "StudyNotFoundError": "hpc_tune.errors",
+    "TaskError": "hpc_tune.errors",
+    "SlurmError": "hpc_tune.errors",
+    "MetricsError": "hpc_tune.errors",
+}
 
-__all__ = [
-    "__version__",
-    "Config",
-    "LoadedConfig",
-    "load_config",
-    "parse_config",
-    "redact_url",
-    "resolve_storage",
-    "HpcTuneError",
-    "ConfigError",
-    "SpaceError",
-    "StorageError",
-    "StorageUnavailableError",
-    "StudyNotFoundError",
-    "TaskError",
-    "SlurmError",
-    "MetricsError",
-]
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpc_tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -141,13 +141,14 @@ def check(config_path: Path) -> None:
     loaded = _load(config_path)
     # Import the task as a worker would: a missing file, a typo in the module or a broken import is one line
     # here, not a failure in every array task.
-    load_task(loaded.config.task, loaded.root)
+    load_task(loaded.config.task, loaded.root, has_space=loaded.config.space is not None)
     findings = lint(loaded.config)
     for finding in findings:
         click.echo(finding.line())
     c = loaded.config
+    parameters = f"{len(c.space)} parameters" if c.space else "parameters defined by the objective"
     click.echo(
-        f"ok: study {c.study}, {len(c.space)} parameters, {c.trials} trials x {c.effective_epochs()} epochs, "
+        f"ok: study {c.study}, {parameters}, {c.trials} trials x {c.effective_epochs()} epochs, "
         f"sampler {c.sampler.type}, pruner {c.pruner.type}, storage "
         f"{resolve_storage(c.storage, loaded.study_dir).display if c.storage else 'embedded'}"
         + (f" ({len(findings)} warning{'s' if len(findings) != 1 else ''})" if findings else "")

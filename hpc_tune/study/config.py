@@ -10,12 +10,22 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hpc_tune.errors import ConfigError
 from hpc_tune.study.space import ParamSpec, check_space, grid_size
@@ -160,15 +170,88 @@ class SlurmConfig(_Strict):
         return v
 
 
+# What a command task can use besides the space's parameters; each is also an HPCTUNE_<NAME> variable.
+COMMAND_PLACEHOLDERS = ("epochs", "seed", "trial", "trial_dir", "checkpoint", "resume", "study")
+
+
+def command_placeholders(command: str | list[str]) -> list[str]:
+    """The ``{name}`` fields of a command, in order; ``{{`` and ``}}`` are literal braces (``${{HOME}}``).
+
+    Raises ValueError for a field Python's format syntax cannot parse or a positional ``{}``."""
+    parts = [command] if isinstance(command, str) else list(command)
+    names: list[str] = []
+    for part in parts:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {part!r} (write {{{{ and }}}} for literal braces)") from None
+        for name in fields:
+            if not name or name.isdigit():
+                raise ValueError(f"{{{name}}} in {part!r} needs a name, e.g. {{lr}}")
+            names.append(name)
+    return names
+
+
+class CommandTask(_Strict):
+    """An existing script, run as it is: parameters go in through placeholders and HPCTUNE_* variables,
+    metrics come back on its stdout."""
+
+    # A string runs through bash (values are shell-quoted); a list is run as is, without a shell.
+    command: str | list[str] = Field(min_length=1)
+    # For a script that prints plain text: named groups, one of them the study's metric, ``epoch`` optional.
+    metrics_regex: str | None = None
+    # The trial's value: the best epoch's metric, or the last epoch's.
+    value: Literal["best", "last"] = "best"
+    # One trial's wall-clock limit (the trial fails with reason ``timeout``); None: no limit.
+    trial_timeout_s: float | None = Field(None, gt=0)
+    # A stopped trial's process group gets SIGTERM, then SIGKILL after this many seconds.
+    kill_grace_s: float = Field(10.0, gt=0)
+    # The script's working directory; relative to the config's folder. Default: the config's folder.
+    cwd: str | None = None
+    env: dict[str, str] = {}
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must not be empty")
+        if isinstance(v, list) and not v[0].strip():
+            raise ValueError("the first element must name the program")
+        command_placeholders(v)
+        return v
+
+    @field_validator("metrics_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"is not a regular expression: {exc}") from None
+        return v
+
+
+def _task_kind(value: Any) -> str:
+    return "command" if isinstance(value, dict | CommandTask) else "module"
+
+
+# Tagged so that a mistake in a command mapping is reported as that, not as "task: not a string".
+TaskSpec = Annotated[
+    Annotated[str, Tag("module")] | Annotated[CommandTask, Tag("command")], Discriminator(_task_kind)
+]
+
+
 class Config(_Strict):
     study: str
     storage: str | None = None
     direction: Literal["maximize", "minimize"] = "maximize"
     metric: str = "val_acc"
-    task: str = "hpc_tune.tasks.digits"
+    # A module with build() (the engine), file.py:objective (plain Optuna code) or {command: ...} (a script).
+    task: TaskSpec = "hpc_tune.tasks.digits"
     trials: int = Field(20, ge=1)
     epochs: int = Field(10, ge=1)
-    space: dict[str, ParamSpec] = Field(min_length=1)
+    # Optional only for objective(trial) tasks, which define their parameters as they run.
+    space: dict[str, ParamSpec] | None = Field(None, min_length=1)
     baseline: dict[str, Any] | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -191,6 +274,15 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        if isinstance(self.task, CommandTask):
+            self._check_command(self.task)
+        if self.space is None:
+            needs = "phases" if self.phases else "sampler grid" if self.sampler.type == "grid" else None
+            if needs:
+                raise ValueError(
+                    f"{needs} needs space: (the parameters must be known before the first trial)"
+                )
+            return self
         if self.baseline:
             unknown = sorted(set(self.baseline) - set(self.space))
             if unknown:
@@ -224,6 +316,31 @@ class Config(_Strict):
             if any(spec.when for spec in self.space.values()):
                 raise ValueError("sampler grid cannot run conditional parameters (when:)")
         return self
+
+    def _check_command(self, task: CommandTask) -> None:
+        if self.space is None:
+            raise ValueError("a command task needs space: (the script cannot ask for its parameters)")
+        known = set(self.space) | set(COMMAND_PLACEHOLDERS)
+        for name in command_placeholders(task.command):
+            if name not in known:
+                hint = difflib.get_close_matches(name, sorted(known), n=1)
+                raise ValueError(
+                    f"task.command: unknown placeholder {{{name}}}"
+                    + (f" (did you mean {{{hint[0]}}}?)" if hint else "")
+                    + f"; known: the space's parameters and {', '.join(COMMAND_PLACEHOLDERS)}"
+                )
+        if task.metrics_regex is not None and self.metric not in re.compile(task.metrics_regex).groupindex:
+            raise ValueError(
+                f"task.metrics_regex has no group for the metric: add (?P<{self.metric}>...) to it"
+            )
+
+    @property
+    def task_spec(self) -> str:
+        """The task as one line, for messages."""
+        if isinstance(self.task, CommandTask):
+            command = self.task.command
+            return command if isinstance(command, str) else " ".join(command)
+        return self.task
 
     def study_dir(self, root: str | os.PathLike[str] | None = None) -> Path:
         """runs/<study>/, relative to ``root`` (the config file's directory) when results is relative."""
@@ -266,6 +383,7 @@ def _describe(err: dict[str, Any], raw: Mapping[str, Any]) -> str:
         p
         for i, p in enumerate(loc)
         if not (i >= 2 and loc[0] == "space" and p in ("float", "int", "categorical"))
+        and not (i == 1 and loc[0] == "task" and p in ("module", "command"))
     ]
     key = ".".join(loc)
     if err["type"] == "extra_forbidden":
@@ -296,11 +414,22 @@ def _fields_at(loc: list[str]) -> list[str]:
         annotation = field.annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         if model is None:
-            args = getattr(annotation, "__args__", ())
-            model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            model = _model_in(annotation)
         if model is None:
             return []
     return list(getattr(model, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside an Optional/Union/Annotated annotation, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    origin = getattr(annotation, "__origin__", None)
+    return _model_in(origin) if origin is not None and origin is not annotation else None
 
 
 def parse_config(raw: Any, path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -315,8 +444,11 @@ def parse_config(raw: Any, path: Path | None = None, overrides: Mapping[str, Any
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors()[0], data), where) from None
-    check_space(config.space, where)
+        # A misspelt key also makes the right one "missing": name the typo, it is the mistake.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        raise ConfigError(_describe(errors[0], data), where) from None
+    if config.space is not None:
+        check_space(config.space, where)
     return config
 
 

@@ -26,7 +26,8 @@ class Finding:
 
 def lint(config: Config) -> list[Finding]:
     found: list[Finding] = []
-    for name, spec in config.space.items():
+    space = config.space or {}  # an objective that defines its own parameters: nothing to lint before it runs
+    for name, spec in space.items():
         if (
             isinstance(spec, FloatParam)
             and not spec.log
@@ -39,7 +40,7 @@ def lint(config: Config) -> list[Finding]:
                     + ("" if spec.low > 0 else " (with low > 0)"),
                 )
             )
-    size = grid_size(config.space)
+    size = grid_size(space)
     if config.sampler.type == "grid" and size is not None and size > config.trials:
         found.append(
             Finding(

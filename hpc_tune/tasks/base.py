@@ -1,8 +1,9 @@
 """The small protocol between a task (model + data + loss) and the train engine, and how tasks are found.
 
 A task is any module with ``build(params, fidelity, seed, train) -> TaskParts``. A user who does not want
-the engine can instead point ``task:`` at a plain Optuna objective ``objective(trial) -> float``;
-:func:`load_task` tells the worker which of the two it got so that it can drive either.
+the engine can instead point ``task:`` at a plain Optuna objective ``objective(trial) -> float``, or at an
+existing script with ``task: {command: ...}``; :func:`load_task` tells the worker which of the three it got
+so that it can drive each.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import importlib
 import importlib.util
 import inspect
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import FidelityConfig, TrainConfig
+from hpc_tune.study.config import CommandTask, FidelityConfig, TrainConfig
 
 if TYPE_CHECKING:  # torch costs ~2 s to import: a worker running a plain objective(trial) never needs it
     import torch
@@ -57,31 +61,112 @@ BuildFn = Callable[[dict[str, Any], FidelityConfig | None, int, TrainConfig], Ta
 class LoadedTask:
     """What ``task:`` resolved to.
 
-    ``kind == "build"``: call :meth:`build` and run the engine; ``"objective"``: call
-    ``fn(trial)`` and use its return value as the trial's value."""
+    ``kind == "build"``: call :meth:`build` and run the engine; ``"objective"``: call ``fn(trial)`` and use
+    its return value as the trial's value; ``"command"``: run ``command``, read its metrics from stdout."""
 
-    kind: Literal["build", "objective"]
-    fn: Callable[..., Any]
+    kind: Literal["build", "objective", "command"]
+    fn: Callable[..., Any] | None
     spec: str
+    command: CommandTask | None = None
+    cwd: Path | None = None  # a command's working directory
 
     def build(
         self, params: dict[str, Any], fidelity: FidelityConfig | None, seed: int, train: TrainConfig
     ) -> TaskParts:
-        if self.kind != "build":
-            raise TaskError("this task is a plain objective(trial); it has no build()", self.spec)
+        if self.kind != "build" or self.fn is None:
+            raise TaskError(f"this task is a {self.kind}; it has no build()", self.spec)
         parts = self.fn(params, fidelity, seed, train)
         if not isinstance(parts, TaskParts):
             raise TaskError(f"build() returned {type(parts).__name__}, expected TaskParts", self.spec)
         return parts
 
 
-def load_task(spec: str, root: str | os.PathLike[str] | None = None) -> LoadedTask:
-    """Resolve ``task:``: ``pkg.module`` (with ``build``), ``path/file.py:func`` or ``pkg.module:func``.
+def load_task(
+    task: str | CommandTask, root: str | os.PathLike[str] | None = None, *, has_space: bool = True
+) -> LoadedTask:
+    """Resolve ``task:``: ``pkg.module`` (with ``build``), ``path/file.py:func``, ``pkg.module:func`` or a
+    command.
 
     Relative file paths are looked up in ``root`` (the config file's directory), then in the current
     directory. A function is an objective when its only parameter is named ``trial``; otherwise it
-    must accept the four build arguments.
+    must accept the four build arguments. Only an objective may run without ``space:`` (it asks for its
+    parameters itself); the config already refuses a command without one.
     """
+    if isinstance(task, CommandTask):
+        return _load_command(task, root)
+    loaded = _load_callable(task, root)
+    if loaded.kind == "build" and not has_space:
+        raise TaskError(
+            "space: is required for a build() task (only an objective(trial) defines its own parameters)",
+            task,
+        )
+    return loaded
+
+
+def command_environment(base: os._Environ[str] | dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a command runs in: the worker's own (CUDA_VISIBLE_DEVICES and SLURM_* included),
+    with the worker's Python first on PATH so that ``python`` in a command is the interpreter that has
+    hpc_tune (for ``hpc_tune.report``) even when the venv was not activated, and without the database
+    URL, which a script never needs."""
+    env = dict(os.environ if base is None else base)
+    env.pop("HPCTUNE_STORAGE", None)
+    bindir = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if path.split(os.pathsep)[:1] != [bindir]:
+        env["PATH"] = bindir + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"  # a Python script's prints reach us per line, not at exit: pruning needs it
+    return env
+
+
+def _load_command(task: CommandTask, root: str | os.PathLike[str] | None) -> LoadedTask:
+    base = Path(root) if root is not None else Path.cwd()
+    cwd = (base / task.cwd) if task.cwd else base
+    spec = task.command if isinstance(task.command, str) else shlex.join(task.command)
+    if not cwd.is_dir():
+        raise TaskError("the command's working directory does not exist", cwd)
+    program = _program_of(task.command)
+    if program is not None and "{" not in program and not _runnable(program, cwd, task.env):
+        raise TaskError(f"command not found: {program}", spec)
+    return LoadedTask("command", None, spec, command=task, cwd=cwd.resolve())
+
+
+def _program_of(command: str | list[str]) -> str | None:
+    """The program a command starts: the first word after ``VAR=value`` assignments."""
+    if isinstance(command, list):
+        return command[0]
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None  # unbalanced quotes: bash will say so in the trial's stderr
+    for word in words:
+        if "=" in word.split("/")[0] and not word.startswith(("=", "/")):
+            continue
+        return word
+    return None
+
+
+def _runnable(program: str, cwd: Path, extra_env: dict[str, str]) -> bool:
+    """Whether bash would find ``program`` (a file on PATH or relative to cwd, a builtin or a keyword) in
+    the environment the command gets."""
+    env = command_environment()
+    env.update(extra_env)
+    if "/" in program:
+        path = Path(program) if Path(program).is_absolute() else cwd / program
+        return path.is_file() and os.access(path, os.X_OK)
+    if shutil.which(program, path=env.get("PATH")):
+        return True
+    found = subprocess.run(
+        ["bash", "-c", 'type -t -- "$1"', "_", program],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return bool(found.stdout.strip())
+
+
+def _load_callable(spec: str, root: str | os.PathLike[str] | None) -> LoadedTask:
     if not spec or not spec.strip():
         raise TaskError("task is empty", "task")
     target, _, func_name = spec.partition(":")

@@ -1,0 +1,97 @@
+"""How a training script run as a command task hands its metrics back: one line per epoch on stdout.
+
+Both sides live here so that they cannot drift apart: :func:`report`, the one line a script may add, and
+:class:`MetricsReader`, what the worker makes of the script's output. This module imports nothing beyond the
+standard library: the script's environment may have neither Optuna nor torch.
+
+Accepted lines, one per epoch:
+- JSON objects: ``{"epoch": 3, "val_acc": 0.91}`` (what :func:`report` prints);
+- with ``metrics_regex``, any line the regex matches: its named groups are the metrics, e.g.
+  ``epoch (?P<epoch>\\d+) val_acc (?P<val_acc>[\\d.]+)`` for ``epoch 3 val_acc 0.91``.
+Without an ``epoch`` field the epochs are counted: the first report is epoch 1. Every other line is the
+script's own output and is only kept in the trial's log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from typing import Any
+
+
+def report(epoch: int, **metrics: float) -> None:
+    """Report one epoch's metrics to hpctune (``hpc_tune.report(3, val_acc=0.91)``).
+
+    Prints one JSON line and flushes at once: the pruner sees every epoch as it ends, and a pruned trial
+    is stopped before its next epoch. Outside hpctune it is just a readable line in the script's output.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise TypeError(f"epoch must be an int, got {type(epoch).__name__}")
+    values: dict[str, Any] = {"epoch": epoch}
+    for name, value in metrics.items():
+        if hasattr(value, "item") and callable(value.item):  # a torch or numpy scalar
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}")
+        values[name] = float(value)
+    sys.stdout.write(json.dumps(values) + "\n")
+    sys.stdout.flush()
+
+
+class MetricsReader:
+    """Turns a script's stdout lines into epoch records ``{"epoch": n, name: value, ...}``."""
+
+    def __init__(self, metric: str, regex: str | None = None) -> None:
+        self.metric = metric
+        self.regex = re.compile(regex) if regex is not None else None
+        self._last_epoch = 0
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        """The epoch record in ``line``, or None when the line is the script's own output."""
+        values = self._regex_values(line) if self.regex is not None else self._json_values(line)
+        if values is None:
+            return None
+        epoch = values.pop("epoch", None)
+        if epoch is None or not float(epoch).is_integer():
+            epoch = self._last_epoch + 1
+        self._last_epoch = int(epoch)
+        return {"epoch": int(epoch), **values}
+
+    def _json_values(self, line: str) -> dict[str, Any] | None:
+        text = line.strip()
+        if not (text.startswith("{") and text.endswith("}")):
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or ("epoch" not in data and self.metric not in data):
+            return None  # some other JSON the script logs
+        return {k: _number(v) for k, v in data.items() if _number(v) is not None}
+
+    def _regex_values(self, line: str) -> dict[str, Any] | None:
+        assert self.regex is not None
+        match = self.regex.search(line)
+        if match is None:
+            return None
+        values = {k: _number(v) for k, v in match.groupdict().items() if v is not None}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def is_finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
