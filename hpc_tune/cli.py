@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -333,13 +334,37 @@ def collect_cmd(
     help="Where to write the scripts (default: jobs/ beside the config).",
 )
 def render(config_path: Path, array: Any, out_dir: Path | None) -> None:
-    """Write jobs/<study>.array.sh and jobs/<study>.collect.sh (sbatch them by hand in name order)."""
+    """Write jobs/<study>.sh (the array) and jobs/collect/<study>.sh; then type `sbatch jobs/*.sh`."""
     from hpc_tune.slurm.render import render_scripts
 
     scripts = render_scripts(_load(config_path), array, out_dir=out_dir)
-    click.echo(f"wrote {scripts.array_path}")
-    click.echo(f"wrote {scripts.collect_path}")
-    click.echo(f"submit by hand: sbatch {scripts.array_path} && sbatch {scripts.collect_path}")
+    for path in scripts.removed:
+        click.echo(f"removed {_shown(path)} (old layout: `sbatch jobs/*.sh` would have submitted it)")
+    n = len(scripts.chunks)
+    what = f"the other {n - 1} part(s) of the split array and the collector" if n > 1 else "the collector"
+    click.echo(f"wrote {_shown(scripts.array_path)} (worker array; its first task submits {what})")
+    click.echo(f"wrote {_shown(scripts.collect_path)} (collector)")
+    jobs = _shown(scripts.array_path.parent)
+    pattern = "*.sh" if jobs == Path(".") else f"{shlex.quote(str(jobs))}/*.sh"
+    if not scripts.neighbours:
+        click.echo(f"submit by hand: sbatch {pattern}")
+        return
+    click.echo(f"submit by hand: sbatch {shlex.quote(str(_shown(scripts.array_path)))}")
+    names = [p.name for p in scripts.neighbours]
+    others = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    click.echo(
+        f"warning: {jobs}/ also holds {others}: `sbatch {pattern}` submits only the first file it is given; "
+        f'to submit every study there: for f in {pattern}; do sbatch "$f"; done',
+        err=True,
+    )
+
+
+def _shown(path: Path) -> Path:
+    """``path`` as the user would type it here: relative to the current directory when it is below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 @cli.command()

@@ -46,6 +46,9 @@ class TrialRecord:
     best: dict[str, Any] | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     retry_of: int | None = None
+    # A command task: the command as run, and the end of its stderr when it failed.
+    command: str | None = None
+    stderr_tail: list[str] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def add_epoch(self, record: dict[str, Any], metric: str, direction: str) -> None:

@@ -32,7 +32,15 @@ RESUME_CHECKPOINT_ATTR = "resume_checkpoint"
 RESUMED_FROM_ATTR = "resumed_from"  # the trial whose JSON holds the epochs up to the checkpoint
 RESUME_EPOCH_ATTR = "resume_epoch"  # the last epoch in the checkpoint
 CHECKPOINTS_DIR = "checkpoints"
+# A trial run with another seed than train.seed (a re-run of a top trial): retries keep it.
+SEED_ATTR = "hpctune:seed"
 _INHERITED = (RESUMED_FROM_ATTR, RESUME_EPOCH_ATTR)
+
+
+def seed_of(trial: FrozenTrial, default: int) -> int:
+    """The seed this trial runs with: its own when it was enqueued with one, else ``train.seed``."""
+    seed = trial.system_attrs.get(SEED_ATTR)
+    return int(seed) if seed is not None else default
 
 
 def checkpoint_path(study_dir: Path, number: int) -> Path:
@@ -57,9 +65,10 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 @dataclass(frozen=True)
 class HandOn:
-    """A walltime hand-on: the checkpoint written at the last epoch boundary, and that epoch."""
+    """A walltime hand-on: the checkpoint written at the last epoch boundary, and that epoch. A script that
+    wrote no checkpoint (None) is continued from scratch, still without counting as a failure."""
 
-    checkpoint: Path
+    checkpoint: Path | None
     epoch: int
 
 
@@ -100,10 +109,13 @@ def enqueue_rerun(
         adapter.RETRY_HISTORY_ATTR: [*adapter.retry_history(failed), failed.number],
         FAILURES_ATTR: count,
     }
+    if SEED_ATTR in failed.system_attrs:
+        system[SEED_ATTR] = failed.system_attrs[SEED_ATTR]
     if hand_on is not None:
-        system[RESUME_CHECKPOINT_ATTR] = str(hand_on.checkpoint)
-        system[RESUMED_FROM_ATTR] = failed.number
-        system[RESUME_EPOCH_ATTR] = hand_on.epoch
+        if hand_on.checkpoint is not None:
+            system[RESUME_CHECKPOINT_ATTR] = str(hand_on.checkpoint)
+            system[RESUMED_FROM_ATTR] = failed.number
+            system[RESUME_EPOCH_ATTR] = hand_on.epoch
     else:
         system.update(_resume_attrs(failed, study_dir))
     user_attrs = {k: v for k, v in failed.user_attrs.items() if k != "reason"}

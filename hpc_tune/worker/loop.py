@@ -80,7 +80,7 @@ class Worker:
         self.environ = dict(os.environ if environ is None else environ)
         self.max_trials = max_trials
         self.slurm = SlurmEnv.from_environ(self.environ)
-        task = load_task(self.config.task, loaded.root)
+        task = load_task(self.config.task, loaded.root, has_space=self.config.space is not None)
         self.shared = open_study(loaded, storage_url, worker_index=worker_index)
         self.study = self.shared.study
         limit_threads(self.environ)

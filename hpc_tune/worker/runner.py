@@ -1,4 +1,4 @@
-"""Run one trial to a final state: train (or call the objective), record every epoch, prune, tell.
+"""Run one trial to a final state, whatever computes it (task_runner.py): record every epoch, prune, tell.
 
 Guarantees, each covered by a test:
 - every storage call of the trial goes through the retrying storage, the objective's own included, so a
@@ -20,7 +20,7 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,14 @@ from hpc_tune.study.retries import (
     HandOn,
     checkpoint_path,
     enqueue_rerun,
+    seed_of,
 )
 from hpc_tune.study.shared import SharedStudy
 from hpc_tune.study.space import suggest
 from hpc_tune.tasks.base import LoadedTask
 from hpc_tune.train.faults import Fault
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
+from hpc_tune.worker.task_runner import TrialContext, task_runner_for
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class TrialRunner:
         self.config = loaded.config
         self.study_dir = loaded.study_dir
         self.task = task
+        self.task_runner = task_runner_for(task, loaded, guard)
         self.guard = guard
         self.worker_attrs = dict(worker_attrs)
         self.record_base = dict(record_base)
@@ -110,11 +113,11 @@ class TrialRunner:
             params={},
             fidelity={"data_fraction": data_fraction, "epochs": epochs},
             phase=frozen.user_attrs.get(PHASE_ATTR),
-            seed=self.config.train.seed,
+            seed=seed_of(frozen, self.config.train.seed),
             retry_of=adapter.original_trial_number(frozen),
             **self.record_base,
         )
-        faults = [f for f in self.faults if f.trial is None or f.trial == trial.number]
+        checkpoint = checkpoint_path(self.study_dir, trial.number)
         started = time.monotonic()
         state, value, reason = TrialState.FAIL, None, None
         fatal: BaseException | None = None
@@ -124,18 +127,34 @@ class TrialRunner:
                 for key, attr in self.worker_attrs.items():
                     if frozen.user_attrs.get(key, _MISSING) != attr:  # each write is a transaction
                         trial.set_user_attr(key, attr)
-                record.params = suggest(trial, self.config.space)
+                if self.config.space is not None:
+                    record.params = suggest(trial, self.config.space)
                 self._write(record)
-                if self.task.kind == "objective":
-                    try:
-                        value = float(self.task.fn(trial))
-                    finally:  # a pruned or failed objective's curve is kept too
-                        self._record_reports(trial, frozen, record)
-                else:
-                    outcome = self._fit(trial, record, faults, frozen, full, epochs)
-                    if outcome == WALLTIME:
-                        return WALLTIME
-                    value = (record.best or {}).get(self.config.metric)
+                resume = self._prepare_resume(trial, record, frozen, checkpoint)
+                ctx = TrialContext(
+                    trial=trial,
+                    frozen=frozen,
+                    record=record,
+                    params=dict(record.params),
+                    epochs=epochs,
+                    fidelity=None if full else self.config.fidelity,
+                    seed=record.seed,
+                    checkpoint=checkpoint,
+                    resume=resume,
+                    report_epoch=self._epoch_reporter(trial, record, epochs, full),
+                    walltime_requested=self.guard.walltime.is_set,
+                    faults=[f for f in self.faults if f.trial is None or f.trial == trial.number],
+                )
+                try:
+                    outcome = self.task_runner.run(ctx)
+                finally:
+                    if self.config.space is None:  # define-by-run: the parameters the objective asked for
+                        snapshot = adapter.trial_snapshot(trial)
+                        record.params = dict(snapshot.params if snapshot else trial.params)
+                if outcome.handed_on:
+                    self._hand_on(trial, record, checkpoint)
+                    return WALLTIME
+                value = outcome.value
                 state = TrialState.COMPLETE
             if self.storage.unavailable:  # the objective swallowed our error: the database is still gone
                 raise StorageUnavailableError("the study database is unreachable", self.storage.where or None)
@@ -176,14 +195,30 @@ class TrialRunner:
             raise fatal
         return state.name
 
-    def _record_reports(self, trial: optuna.Trial, frozen: FrozenTrial, record: TrialRecord) -> None:
-        """An objective reports through Optuna; its reports become the record's epochs."""
-        snapshot = adapter.trial_snapshot(trial)
-        steps = snapshot.intermediate_values if snapshot else frozen.intermediate_values
-        for step, v in sorted(steps.items()):
-            record.add_epoch(
-                {"epoch": step, self.config.metric: v}, self.config.metric, self.config.direction
-            )
+    def _epoch_reporter(
+        self, trial: optuna.Trial, record: TrialRecord, epochs: int, full: bool
+    ) -> Callable[[dict[str, Any]], None]:
+        """What every kind calls at the end of an epoch: record it, write the JSON, tell the pruner."""
+        metric, direction = self.config.metric, self.config.direction
+        # Promoted trials run at another fidelity: their curves are not comparable with the screening ones
+        # the pruner has seen, and they are the few chosen to run in full anyway.
+        may_prune = not (full and self.config.fidelity is not None)
+
+        def report_epoch(epoch_record: dict[str, Any]) -> None:
+            step = int(epoch_record["epoch"])
+            if record.epochs and step <= int(record.epochs[-1]["epoch"]):
+                return  # a resumed script repeating an epoch its predecessor recorded: recorded once
+            record.add_epoch(epoch_record, metric, direction)
+            self._write(record)
+            value = epoch_record.get(metric)
+            if value is None or not math.isfinite(float(value)):
+                return
+            trial.report(float(value), step)
+            # After the last epoch there is nothing left to save: a finished curve is a result, not a prune.
+            if may_prune and step < epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step}")
+
+        return report_epoch
 
     def _try_write(self, record: TrialRecord) -> None:
         with contextlib.suppress(MetricsError):
@@ -208,77 +243,30 @@ class TrialRunner:
             trial.set_user_attr("reason", reason)
         adapter.tell(self.study, trial, state, value)
 
-    # ------------------------------------------------------------------------------------------ the engine
-    def _fit(
-        self,
-        trial: optuna.Trial,
-        record: TrialRecord,
-        faults: list[Fault],
-        frozen: FrozenTrial,
-        full: bool,
-        epochs: int,
-    ) -> str | None:
-        from hpc_tune.train.engine import fit  # torch import is paid only by workers that train
-
+    # ------------------------------------------------------------------------------------------ resume
+    def _prepare_resume(
+        self, trial: optuna.Trial, record: TrialRecord, frozen: FrozenTrial, checkpoint: Path
+    ) -> bool:
+        """A continuation or a retry that inherited a checkpoint: move it to this trial's name and replay the
+        epochs run before it. Returns whether there is a checkpoint to resume from."""
         system_attrs = frozen.system_attrs
-        checkpoint = checkpoint_path(self.study_dir, trial.number)
-        resume = False
         resume_from = system_attrs.get(RESUME_CHECKPOINT_ATTR)
-        if resume_from:
-            source = Path(resume_from)
-            if source.is_file():
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                if source != checkpoint:
-                    os.replace(source, checkpoint)
-                resume = True
-            else:  # gone since the re-run was enqueued (cleaned by hand): start over, do not fail
-                log.warning(
-                    "checkpoint %s to resume trial %d from is missing: starting over", source, trial.number
-                )
-
-        metric, direction = self.config.metric, self.config.direction
-        # Promoted trials run at another fidelity: their curves are not comparable with the screening ones
-        # the pruner has seen, and they are the few chosen to run in full anyway.
-        may_prune = not (full and self.config.fidelity is not None)
-
-        def on_epoch(epoch_record: dict[str, Any]) -> None:
-            record.add_epoch(epoch_record, metric, direction)
-            self._write(record)
-            value = epoch_record.get(metric)
-            if value is None or not math.isfinite(float(value)):
-                return
-            step = int(epoch_record["epoch"])
-            trial.report(float(value), step)
-            # After the last epoch there is nothing left to save: a finished curve is a result, not a prune.
-            if may_prune and step < epochs and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {step}")
-
-        if resume:
-            self._replay(
-                trial,
-                record,
-                int(system_attrs.get(RESUMED_FROM_ATTR, -1)),
-                system_attrs.get(RESUME_EPOCH_ATTR),
+        if not resume_from:
+            checkpoint.unlink(missing_ok=True)  # a file there now can only be one this trial writes
+            return False
+        source = Path(resume_from)
+        if not source.is_file():  # gone since the re-run was enqueued (cleaned by hand): start over
+            log.warning(
+                "checkpoint %s to resume trial %d from is missing: starting over", source, trial.number
             )
-        parts = self.task.build(
-            record.params, None if full else self.config.fidelity, record.seed, self.config.train
+            return False
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        if source != checkpoint:
+            os.replace(source, checkpoint)
+        self._replay(
+            trial, record, int(system_attrs.get(RESUMED_FROM_ATTR, -1)), system_attrs.get(RESUME_EPOCH_ATTR)
         )
-        result = fit(
-            parts,
-            epochs=epochs,
-            options=self.config.train,
-            on_epoch=on_epoch,
-            checkpoint_path=checkpoint,
-            resume=resume,
-            stop_requested=self.guard.walltime.is_set,
-            faults=faults,
-            compile_cache_dir=self.study_dir / "inductor-cache",
-        )
-        if result.interrupted:
-            self._hand_on(trial, record, checkpoint)
-            return WALLTIME
-        checkpoint.unlink(missing_ok=True)
-        return None
+        return True
 
     def _replay(self, trial: optuna.Trial, record: TrialRecord, previous: int, last_epoch: Any) -> None:
         """A resumed trial: the epochs run before the checkpoint are recorded and reported once, so the JSON
@@ -297,7 +285,8 @@ class TrialRunner:
         self._write(record)
 
     def _hand_on(self, trial: optuna.Trial, record: TrialRecord, checkpoint: Path) -> None:
-        """Walltime: this trial is continued by a new trial that resumes from the checkpoint.
+        """Walltime: this trial is continued by a new trial that resumes from the checkpoint (or starts over
+        when there is none: a script that does not save to the path it was given).
 
         Optuna cannot reopen a finished trial and a RUNNING one would be failed by the heartbeat while the
         task waits in the queue, so the trial is closed as FAIL (reason ``walltime``; re-run, so it costs no
@@ -306,6 +295,7 @@ class TrialRunner:
         """
         record.reason = "walltime"
         last_epoch = int(record.epochs[-1]["epoch"]) if record.epochs else 0
+        saved = checkpoint if checkpoint.is_file() else None  # a script that saved nothing starts over
         with self.guard.critical():
             try:
                 with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
@@ -316,7 +306,7 @@ class TrialRunner:
                         self.storage.get_trial(adapter.trial_id(trial)),
                         max_retry=self.config.worker.max_retry,
                         study_dir=self.study_dir,
-                        hand_on=HandOn(checkpoint, last_epoch),
+                        hand_on=HandOn(saved, last_epoch),
                     )
             except LockLost:
                 pass

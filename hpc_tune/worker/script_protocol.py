@@ -41,23 +41,43 @@ def report(epoch: int, **metrics: float) -> None:
 
 
 class MetricsReader:
-    """Turns a script's stdout lines into epoch records ``{"epoch": n, name: value, ...}``."""
+    """Turns a script's stdout lines into epoch records ``{"epoch": n, name: value, ...}``.
+
+    An epoch is complete when a line carries the study's metric; lines of the same epoch before it (train
+    metrics printed apart from validation ones) are merged into it. Lines without an ``epoch`` count up.
+    """
 
     def __init__(self, metric: str, regex: str | None = None) -> None:
         self.metric = metric
         self.regex = re.compile(regex) if regex is not None else None
         self._last_epoch = 0
+        self._pending: dict[str, Any] | None = None
 
-    def feed(self, line: str) -> dict[str, Any] | None:
-        """The epoch record in ``line``, or None when the line is the script's own output."""
+    def feed(self, line: str) -> list[dict[str, Any]]:
+        """The epochs that ``line`` completes (usually none or one)."""
         values = self._regex_values(line) if self.regex is not None else self._json_values(line)
-        if values is None:
-            return None
+        if not values:
+            return []
+        done: list[dict[str, Any]] = []
         epoch = values.pop("epoch", None)
-        if epoch is None or not float(epoch).is_integer():
-            epoch = self._last_epoch + 1
-        self._last_epoch = int(epoch)
-        return {"epoch": int(epoch), **values}
+        if epoch is not None and float(epoch).is_integer():
+            epoch = int(epoch)
+            if self._pending is not None and self._pending["epoch"] != epoch:
+                done.extend(self.close())
+        else:
+            epoch = self._pending["epoch"] if self._pending is not None else self._last_epoch + 1
+        self._pending = {**(self._pending or {"epoch": epoch}), **values}
+        if self.metric in values:
+            done.extend(self.close())
+        return done
+
+    def close(self) -> list[dict[str, Any]]:
+        """The epoch still open at the end of the output (one that never printed the metric)."""
+        if self._pending is None:
+            return []
+        record, self._pending = self._pending, None
+        self._last_epoch = int(record["epoch"])
+        return [record]
 
     def _json_values(self, line: str) -> dict[str, Any] | None:
         text = line.strip()

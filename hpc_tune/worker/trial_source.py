@@ -123,7 +123,7 @@ class TrialSource:
             raise TaskError(
                 f"the first {n} trials all failed ({reason}); stopping instead of spending the rest of the "
                 f"budget: see {self.study_dir}/trials/trial-0.json and the worker logs",
-                self.config.task,
+                self.config.task_spec,
             )
         finished = sum(1 for t in trials if t.state.is_finished())
         self._fail_fast_settled = n == 0 or finished >= 2 * n  # past the start: no need to look again

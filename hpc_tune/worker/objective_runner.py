@@ -1,0 +1,58 @@
+"""The objective kind: plain Optuna code, ``objective(trial) -> float``, called as it is.
+
+The objective asks for its own parameters (define-by-run, conditionals included) and reports through
+``trial.report``/``trial.should_prune`` like anywhere else; every one of those calls goes through the
+worker's retrying storage. Before each call the random number generators are seeded with the trial's seed,
+so that a re-run with another seed means something for this kind too.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+from hpc_tune.study import optuna_adapter as adapter
+from hpc_tune.study.config import LoadedConfig
+from hpc_tune.tasks.base import LoadedTask
+from hpc_tune.worker.task_runner import Outcome, TrialContext
+
+
+def seed_rngs(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators, and say the seed in ``HPCTUNE_SEED``.
+
+    torch is seeded only when the task already imported it: importing it here would cost every objective
+    worker ~2 s even when it never uses torch. An objective that imports torch inside the function can
+    call ``torch.manual_seed(int(os.environ["HPCTUNE_SEED"]))`` itself.
+    """
+    os.environ["HPCTUNE_SEED"] = str(seed)
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "manual_seed"):
+        torch.manual_seed(seed)
+
+
+class ObjectiveRunner:
+    def __init__(self, task: LoadedTask, loaded: LoadedConfig) -> None:
+        assert task.fn is not None
+        self.fn = task.fn
+        self.metric = loaded.config.metric
+        self.direction = loaded.config.direction
+
+    def run(self, ctx: TrialContext) -> Outcome:
+        seed_rngs(ctx.seed)
+        try:
+            value = self.fn(ctx.trial)
+        finally:  # a pruned or failed objective's curve is kept too
+            self._record_reports(ctx)
+        return Outcome(value=float(value))
+
+    def _record_reports(self, ctx: TrialContext) -> None:
+        """The objective reported through Optuna; its reports become the record's epochs (not re-told)."""
+        snapshot = adapter.trial_snapshot(ctx.trial)
+        steps = snapshot.intermediate_values if snapshot else ctx.frozen.intermediate_values
+        for step, v in sorted(steps.items()):
+            ctx.record.add_epoch({"epoch": step, self.metric: v}, self.metric, self.direction)
