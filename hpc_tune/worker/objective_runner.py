@@ -12,6 +12,7 @@ import os
 import random
 import sys
 
+from hpc_tune.errors import TaskError
 from hpc_tune.study import optuna_adapter as adapter
 from hpc_tune.study.config import LoadedConfig
 from hpc_tune.tasks.base import LoadedTask
@@ -35,17 +36,32 @@ def seed_rngs(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+# How Optuna says that a suggest_* call disagrees with the distribution hpctune suggested from space:.
+_MISMATCH = ("Cannot set different", "CategoricalDistribution does not support dynamic value space")
+
+
 class ObjectiveRunner:
     def __init__(self, task: LoadedTask, loaded: LoadedConfig) -> None:
         assert task.fn is not None
         self.fn = task.fn
         self.metric = loaded.config.metric
         self.direction = loaded.config.direction
+        self.has_space = loaded.config.space is not None
+        self.spec = task.spec
 
     def run(self, ctx: TrialContext) -> Outcome:
         seed_rngs(ctx.seed)
         try:
             value = self.fn(ctx.trial)
+        except ValueError as exc:
+            if self.has_space and str(exc).startswith(_MISMATCH):
+                # Every trial would fail the same way: say what to change, once.
+                raise TaskError(
+                    f"the objective asks for a parameter differently from space: ({exc}); remove space: "
+                    "to let the objective define its parameters, or make the two agree",
+                    self.spec,
+                ) from None
+            raise
         finally:  # a pruned or failed objective's curve is kept too
             self._record_reports(ctx)
         return Outcome(value=float(value))
