@@ -134,7 +134,13 @@ def init(output: Path, force: bool) -> None:
 
 @cli.command()
 @config_option
-def check(config_path: Path) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Also run one short trial (one epoch; a tenth of the data for the engine) on a throw-away study "
+    "and check that the metric is reported.",
+)
+def check(config_path: Path, dry_run: bool) -> None:
     """Validate the config, import the task, and warn about settings that waste trials."""
     from hpc_tune.study.lint import lint
     from hpc_tune.tasks.base import load_task
@@ -147,13 +153,25 @@ def check(config_path: Path) -> None:
     for finding in findings:
         click.echo(finding.line())
     c = loaded.config
-    parameters = f"{len(c.space)} parameters" if c.space else "parameters defined by the objective"
+    parameters = (
+        f"{len(c.space)} parameter{'s' if len(c.space) != 1 else ''}"
+        if c.space
+        else "parameters defined by the objective"
+    )
     click.echo(
         f"ok: study {c.study}, {parameters}, {c.trials} trials x {c.effective_epochs()} epochs, "
         f"sampler {c.sampler.type}, pruner {c.pruner.type}, storage "
         f"{resolve_storage(c.storage, loaded.study_dir).display if c.storage else 'embedded'}"
         + (f" ({len(findings)} warning{'s' if len(findings) != 1 else ''})" if findings else "")
     )
+    if dry_run:
+        from hpc_tune.worker.dry_run import dry_run as run_dry
+
+        result = run_dry(loaded)
+        click.echo(
+            f"dry run: ok, {c.metric} = {result.value:.6g} after {result.epochs} epoch"
+            f"{'s' if result.epochs != 1 else ''} ({result.duration_s:.1f} s)"
+        )
 
 
 def _setup_logging(verbose: bool) -> None:

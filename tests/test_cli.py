@@ -53,7 +53,7 @@ def test_check_prints_warnings_then_ok(tmp_path: Path) -> None:
     assert code == 0
     assert out == (
         "warning: space.lr: spans orders of magnitude; add 'log: true'\n"
-        "ok: study t-digits, 1 parameters, 6 trials x 3 epochs, sampler tpe, pruner median, storage embedded "
+        "ok: study t-digits, 1 parameter, 6 trials x 3 epochs, sampler tpe, pruner median, storage embedded "
         "(1 warning)\n"
     )
 
