@@ -80,6 +80,35 @@ def test_restart_with_a_plain_objective_that_reports_and_prunes(
     )
 
 
+# A script tuned as it is: it keeps printing epochs while its worker waits for the database; every line
+# must still reach the study, in order, once.
+COMMAND_SCRIPT = """
+import json, sys, time
+lr, hidden = float(sys.argv[1]), int(sys.argv[2])
+for epoch in range(1, 6):
+    time.sleep(0.3)
+    print(json.dumps({"epoch": epoch, "val_acc": lr * hidden * epoch / 50}), flush=True)
+"""
+
+
+def test_restart_under_a_command_task_fails_nothing(tmp_path: Path, pg_url: str, postgres_server) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "train.py"
+    script.write_text(COMMAND_SCRIPT)
+    cfg = write_config(
+        tmp_path,
+        storage=pg_url,
+        task={"command": f"python {script} {{lr}} {{hidden}}"},
+        space=PLAIN_SPACE,
+        trials=12,
+        epochs=5,
+        pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+        worker=FAST_LIVENESS,
+    )
+    results, study_dir = _restart_under_workers(postgres_server, cfg, 4, 6.0)
+    assert [code for code, _ in results] == [0] * 4, results
+    assert_nothing_lost(load(cfg)[0], study_dir, total=12)
+
+
 def test_database_down_90_seconds_workers_wait_and_go_on(
     tmp_path: Path, pg_url: str, postgres_server
 ) -> None:  # type: ignore[no-untyped-def]
