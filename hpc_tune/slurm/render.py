@@ -1,9 +1,15 @@
 """Render the worker-array and collector sbatch scripts from a validated config.
 
-The scripts are meant to be read (and resubmitted by hand) by users and SLURM admins, so they are plain
+The scripts are meant to be read (and submitted by hand) by users and SLURM admins, so they are plain
 ``#SBATCH`` lines plus a few commented shell lines. Every value that reaches them is validated here and
 ``shlex.quote``d (sbatch's directive parser understands the same quoting as bash), and no secret is ever
 written: the worker finds its storage URL in the config or ``HPCTUNE_STORAGE`` at run time.
+
+Layout: ``jobs/<study>.sh`` is the array and the only script of the study that ``jobs/*.sh`` matches;
+the collector lives in ``jobs/collect/<study>.sh``. ``sbatch A.sh B.sh`` submits A.sh alone (B.sh becomes
+its argument), so the literal ``sbatch jobs/*.sh`` can only work if one script brings the rest: the array's
+first task submits the collector (and the other parts of a split array) itself, unless ``hpctune submit``
+did (it exports ``HPCTUNE_COLLECTOR=submitted``).
 """
 
 from __future__ import annotations
@@ -31,11 +37,21 @@ from hpc_tune.slurm import (
     ArraySpec,
     job_name_for,
     requeue_self,
-    sbatch_argv,
 )
 from hpc_tune.study.config import LoadedConfig
 
-__all__ = ["RenderedScripts", "array_sbatch_args", "check_no_password", "render_scripts"]
+__all__ = [
+    "COLLECTOR_ENV",
+    "RenderedScripts",
+    "array_sbatch_args",
+    "check_no_password",
+    "render_scripts",
+]
+
+# Exported by ``hpctune submit`` (and by the first task to the parts it submits) so that no array task
+# submits a second collector; any non-empty value counts, "submitted" says why it is there.
+COLLECTOR_ENV = "HPCTUNE_COLLECTOR"
+COLLECTOR_SUBMITTED = "submitted"
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # Control characters would end a comment line or an #SBATCH directive early; backslash means "no %
@@ -54,13 +70,18 @@ _OWNED_OPTIONS = {
     "--signal": "use slurm.signal_grace_s",
     "--no-requeue": "the worker requeues its own task at walltime",
     "--chdir": "scripts run in the config file's directory",
-    "--export": "hpctune submit uses it for split arrays",
+    "--export": "hpctune submit and the array's first task use it (collector, split arrays)",
 }
 
 
 @dataclass(frozen=True)
 class RenderedScripts:
-    """Both scripts of a study, as written, plus the array parts to submit (one unless split)."""
+    """Both scripts of a study, as written, plus the array parts to submit (one unless split).
+
+    ``neighbours`` are the other ``*.sh`` beside the array script (another study's, or a user's own): with
+    them ``sbatch jobs/*.sh`` would submit only the first. ``removed`` are this study's scripts of the old
+    layout (``<study>.array.sh``, ``<study>.collect.sh``) that render deleted for the same reason.
+    """
 
     array_path: Path
     collect_path: Path
@@ -69,6 +90,8 @@ class RenderedScripts:
     job_name: str
     chunks: tuple[ArrayChunk, ...]
     logs_dir: Path
+    neighbours: tuple[Path, ...] = ()
+    removed: tuple[Path, ...] = ()
 
 
 def _version() -> str:
@@ -162,10 +185,44 @@ def _command(cmd: str, *args: str) -> str:
 
 
 def array_sbatch_args(chunk: ArrayChunk, n_chunks: int) -> list[str]:
-    """Extra sbatch arguments for one part of a split array (none when the script's own --array is all)."""
+    """Extra sbatch arguments with which ``hpctune submit`` submits one part of the array.
+
+    Always ``HPCTUNE_COLLECTOR=submitted``: submit queues the collector itself, so the array's first task
+    must not queue a second one. A split array adds the part's ``--array`` and offset.
+    """
+    export = f"--export=ALL,{COLLECTOR_ENV}={COLLECTOR_SUBMITTED}"
     if n_chunks == 1:
-        return []
-    return [f"--array={chunk.spec}", f"--export=ALL,{OFFSET_ENV}={chunk.offset}"]
+        return [export]
+    return [f"--array={chunk.spec}", f"{export},{OFFSET_ENV}={chunk.offset}"]
+
+
+# The first lines render writes; a file of the old layout is deleted only if it starts with them.
+_OLD_LAYOUT = {
+    "array.sh": "# hpc_tune worker array for study {study}:",
+    "collect.sh": "# hpc_tune collector for study {study}:",
+}
+
+
+def _remove_old_layout(out: Path, study: str) -> tuple[Path, ...]:
+    """Delete ``<study>.array.sh``/``.collect.sh`` that an older render wrote: ``sbatch jobs/*.sh`` would
+    submit the old array script (it sorts first) and no collector. A file without our header is kept."""
+    removed = []
+    for suffix, header in _OLD_LAYOUT.items():
+        path = out / f"{study}.{suffix}"
+        try:
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                head = fh.read(4096).splitlines()[1:2]
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise ConfigError(f"cannot read the old job script: {exc.strerror or exc}", path) from None
+        if head and head[0].startswith(header.format(study=study)):
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise ConfigError(f"cannot remove the old job script: {exc.strerror or exc}", path) from None
+            removed.append(path)
+    return tuple(removed)
 
 
 def _write_both(files: Sequence[tuple[Path, str]]) -> None:
@@ -215,12 +272,14 @@ def render_scripts(
     max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
     now: datetime | None = None,
 ) -> RenderedScripts:
-    """Write ``<out_dir>/<study>.array.sh`` and ``<study>.collect.sh`` (default out_dir: jobs/ next to the
-    config) and create the logs directory, without which SLURM would fail the tasks before any output.
+    """Write ``<out_dir>/<study>.sh`` (the array) and ``<out_dir>/collect/<study>.sh`` (default out_dir:
+    jobs/ next to the config) and create the logs directory, without which SLURM would fail the tasks
+    before any output.
 
     ``array``'s own ``%N`` wins over ``slurm.array_parallelism`` (it came from the command line). An array
     with an index at or above ``max_array_size`` is split; the script's ``--array`` then holds the first
-    part and ``chunks`` lists all of them (submit passes each part's ``--array`` and offset).
+    part and ``chunks`` lists all of them (submit passes each part's ``--array`` and offset; submitted by
+    hand, the first part's first task submits the others).
     ``hpctune_cmd`` is shell words (``python -m hpc_tune`` works; quote a path that has spaces).
     """
     cfg = loaded.config
@@ -237,8 +296,9 @@ def render_scripts(
     logs = _check_path(logs_dir, "results directory")
     inductor_cache = _check_path(study_dir / "inductor-cache", "results directory")
     out = Path(out_dir) if out_dir is not None else loaded.root / "jobs"
-    array_path = out / f"{cfg.study}.array.sh"
-    collect_path = out / f"{cfg.study}.collect.sh"
+    # The collector sits in a subfolder so that `sbatch jobs/*.sh` expands to the array script alone.
+    array_path = out / f"{cfg.study}.sh"
+    collect_path = out / "collect" / f"{cfg.study}.sh"
     _check_path(array_path, "jobs directory")
     setup = _check_setup(slurm.setup)
     extra = _check_extra_sbatch(slurm.extra_sbatch)
@@ -280,16 +340,9 @@ def render_scripts(
         "--dependency=singleton",
     ]
 
-    n = len(chunks)
-    if n == 1:
-        resubmit = [f"sbatch {shlex.quote(str(array_path))} && sbatch {shlex.quote(str(collect_path))}"]
-    else:
-        resubmit = [
-            f"(split into {n} arrays at MaxArraySize={max_array_size}; hpctune submit runs them"
-            + (" one after another to keep the %N limit)" if array.parallelism is not None else ")"),
-            *(shlex.join(sbatch_argv(array_path, extra_args=array_sbatch_args(c, n))) for c in chunks),
-            f"sbatch {shlex.quote(str(collect_path))}",
-        ]
+    # Submitted by hand, the first part's first task submits the other parts (chained by afterany under a
+    # %N limit, as submit does) and then the collector after all of them.
+    parts = [{"spec": shlex.quote(str(c.spec)), "offset": c.offset} for c in chunks[1:]]
     stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     context = {
         "study": cfg.study,
@@ -299,6 +352,7 @@ def render_scripts(
         "setup": setup,
         "inductor_cache": shlex.quote(inductor_cache),
         "collect_path": shlex.quote(str(collect_path)),
+        "array_path": shlex.quote(str(array_path)),
         "grace": slurm.signal_grace_s,
         "requeue_line": requeue_self(),
     }
@@ -313,7 +367,9 @@ def render_scripts(
     array_text = env.get_template("worker_array.sh.j2").render(
         **context,
         sbatch_lines=array_lines,
-        resubmit=resubmit,
+        parts=parts,
+        chained=array.parallelism is not None,
+        max_array_size=max_array_size,
         worker_cmd=_command(hpctune_cmd, "worker", "-c", config_text),
     )
     collect_text = env.get_template("collect.sh.j2").render(
@@ -323,11 +379,14 @@ def render_scripts(
     )
 
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        collect_path.parent.mkdir(parents=True, exist_ok=True)
         logs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create directory: {exc.strerror or exc}", exc.filename) from None
     _write_both([(array_path, array_text), (collect_path, collect_text)])
+    removed = _remove_old_layout(out, cfg.study)
+    # What the shell's `jobs/*.sh` would add (it skips dot files, as pathlib's glob does not).
+    neighbours = tuple(sorted(p for p in out.glob("*.sh") if p != array_path and not p.name.startswith(".")))
     return RenderedScripts(
         array_path=array_path,
         collect_path=collect_path,
@@ -336,4 +395,6 @@ def render_scripts(
         job_name=job_name,
         chunks=chunks,
         logs_dir=logs_dir,
+        neighbours=neighbours,
+        removed=removed,
     )

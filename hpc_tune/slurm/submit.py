@@ -73,6 +73,8 @@ def submit(
 ) -> SubmitResult:
     """Render both scripts, sbatch the array (or its parts), then the collector with afterany on all parts.
 
+    Every part is exported ``HPCTUNE_COLLECTOR=submitted``, so its first task does not submit a second
+    collector (or the other parts again), as it does when the array script is submitted by hand.
     A dry run renders and returns the commands with ``$ARRAY_<i>`` in place of job ids and needs no SLURM.
     """
     limit = max_array_size(fallback=DEFAULT_MAX_ARRAY_SIZE) if dry_run else max_array_size()

@@ -1,6 +1,6 @@
-"""The cluster workflow for real: ``hpctune submit`` / by-hand ``sbatch`` on the one-node SLURM the suite
-starts, real ``hpctune worker`` array tasks on a password-protected PostgreSQL, the collector job after them,
-and a walltime signal that checkpoints, requeues and resumes a trial."""
+"""The cluster workflow for real: ``hpctune submit`` / by-hand ``sbatch jobs/*.sh`` on the one-node SLURM the
+suite starts, real ``hpctune worker`` array tasks on a password-protected PostgreSQL, the collector job after
+them, and a walltime signal that checkpoints, requeues and resumes a trial."""
 
 from __future__ import annotations
 
@@ -131,7 +131,8 @@ def test_submit_array_with_postgres_collects_after_all_tasks(
     summary = check_finished_study(cfg, {0, 1, 2, 3}, total=12)
     logs = load_config(cfg).study_dir / "logs"
     assert sorted(p.name.split("_")[0] for p in logs.glob("array-*.out"))
-    assert list(logs.glob("collect-*.out")), "collector log missing"
+    # One collector: submit's own. The array's first task saw HPCTUNE_COLLECTOR=submitted and queued none.
+    assert len(list(logs.glob("collect-*.out"))) == 1, "no collector log, or two collectors"
     collect_log = next(logs.glob("collect-*.out")).read_text()
     assert f"study {study}: 12/12 finished" in collect_log
     # Optuna's ExperimentalWarning (heartbeat, stale trials) is silenced in workers and collector alike.
@@ -144,9 +145,10 @@ def test_submit_array_with_postgres_collects_after_all_tasks(
     assert_password_nowhere(pg_secret_db, tmp_path / "jobs", load_config(cfg).study_dir)
 
 
-def test_by_hand_sbatch_in_name_order(
+def test_literal_sbatch_jobs_glob_runs_array_and_collector(
     tmp_path: Path, slurm_cluster: SlurmCluster, pg_secret_db: dict[str, str]
 ) -> None:
+    """What the README says after render: `sbatch jobs/*.sh`, as typed (the shell expands the glob)."""
     study = "hand-" + tmp_path.name[-8:].replace("_", "-")
     cfg = write_config(
         tmp_path, study=study, storage=pg_secret_db["url"], trials=8, epochs=2, slurm=TEST_SLURM
@@ -154,12 +156,21 @@ def test_by_hand_sbatch_in_name_order(
     env = job_env(pg_secret_db)
     rendered = hpctune("render", "-c", str(cfg), "--array", "0-1", env=env, cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
-    scripts = sorted((tmp_path / "jobs").glob(f"{study}.*.sh"))
-    assert [p.name for p in scripts] == [f"{study}.array.sh", f"{study}.collect.sh"]
-    for script in scripts:  # `sbatch jobs/*.sh` order: array before collect
-        subprocess.run(["sbatch", str(script)], env=env, cwd=tmp_path, check=True, capture_output=True)
+    assert rendered.stdout.splitlines()[-1] == "submit by hand: sbatch jobs/*.sh"
+    assert [p.name for p in (tmp_path / "jobs").glob("*.sh")] == [f"{study}.sh"]
+    typed = subprocess.run(
+        ["bash", "-c", "sbatch jobs/*.sh"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert typed.returncode == 0, typed.stderr
+    array_id = typed.stdout.split()[-1]
+    # The collector is queued by task 0 before its worker starts, so it is in squeue while the array is.
     wait_for_study_jobs(study, timeout=240)
-    check_finished_study(cfg, {0, 1}, total=8)
+    check_finished_study(cfg, {0, 1}, total=8)  # the summary exists: the collector ran
+    logs = load_config(cfg).study_dir / "logs"
+    assert "hpctune: submitted the collector as job " in (logs / f"array-{array_id}_0.out").read_text()
+    assert len(list(logs.glob("collect-*.out"))) == 1
+    assert f"study {study}: 8/8 finished" in next(logs.glob("collect-*.out")).read_text()
+    assert_password_nowhere(pg_secret_db, tmp_path / "jobs", load_config(cfg).study_dir)
 
 
 def test_walltime_signal_checkpoints_requeues_and_resumes(
@@ -255,3 +266,82 @@ def test_cancel_leaves_no_running_trial(
     summary = json.loads((load_config(cfg).study_dir / "summary.json").read_text())
     assert summary["budget"]["finished"] == 8 and summary["counts"]["RUNNING"] == 0
     assert summary["baseline"]["state"] == "COMPLETE" and summary["baseline"]["trial"] != 0
+
+
+# An existing script, tuned as it is on the cluster: it checkpoints every epoch and stops after the epoch in
+# which USR2 came. Trials 0 and 1 and every continuation learn well; any other trial starts badly and would
+# then run for ten minutes, so the test can only finish if the pruner stops it.
+COMMAND_SCRIPT = """
+import json, os, signal, sys, time
+trial, epochs, ckpt, resume = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+stop = []
+signal.signal(signal.SIGUSR2, lambda *_: stop.append(1))
+good = trial < 2 or resume
+start = json.load(open(ckpt))["epoch"] + 1 if resume else 1
+print(f"trial {trial} starts at epoch {start}", flush=True)
+for epoch in range(start, epochs + 1):
+    if not good:
+        print(json.dumps({"epoch": epoch, "val_acc": 0.1}), flush=True)
+        time.sleep(600)
+    time.sleep(1.0)
+    print(json.dumps({"epoch": epoch, "val_acc": 0.5 + epoch / 20}), flush=True)
+    json.dump({"epoch": epoch}, open(ckpt + ".tmp", "w"))
+    os.replace(ckpt + ".tmp", ckpt)
+    if stop:
+        sys.exit(0)
+"""
+
+
+def test_command_task_array_prunes_and_resumes_its_checkpoint_after_walltime(
+    tmp_path: Path, slurm_cluster: SlurmCluster, pg_secret_db: dict[str, str]
+) -> None:
+    study = "cmd-" + tmp_path.name[-8:].replace("_", "-")
+    script = tmp_path / "train.py"
+    script.write_text(COMMAND_SCRIPT)
+    cfg = write_config(
+        tmp_path,
+        study=study,
+        storage=pg_secret_db["url"],
+        task={
+            "command": f"python {script} {{trial}} {{epochs}} {{checkpoint}} {{resume}}",
+            "kill_grace_s": 2,
+        },
+        space={"lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True}},
+        trials=4,
+        epochs=8,
+        pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        slurm=TEST_SLURM,
+    )
+    result = hpctune("submit", "-c", str(cfg), "--array", "0-1", env=job_env(pg_secret_db), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    array_id = result.stdout.split("array job(s): ")[1].split()[0].rstrip(",")
+    study_obj: list[optuna.Study] = []
+
+    def trial_0_two_epochs_in() -> bool:
+        try:
+            if not study_obj:
+                study_obj.append(study_of(cfg))
+            trials = study_obj[0].get_trials(deepcopy=False)
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            return False
+        return bool(trials) and len(trials[0].intermediate_values) >= 2
+
+    assert wait_until(trial_0_two_epochs_in, timeout=120) is not None
+    task = worker_of(study_obj[0].trials[0])["array_task_id"]
+    subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array_id}_{task}"], check=True)
+    wait_for_study_jobs(study, timeout=300)
+
+    trials = study_of(cfg).get_trials(deepcopy=False)
+    state = budget_state(trials, 4)
+    assert state.finished == 4 and state.running == 0 and state.waiting == 0
+    first = trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["reason"] == "walltime"
+    (continued,) = [t for t in trials if t.system_attrs.get("resumed_from") == 0]
+    assert continued.state == TrialState.COMPLETE and sorted(continued.intermediate_values) == list(
+        range(1, 9)
+    )
+    study_dir = load_config(cfg).study_dir
+    log = (study_dir / "trials" / f"trial-{continued.number}" / "stdout.log").read_text()
+    assert f"trial {continued.number} starts at epoch 1" not in log  # resumed from the checkpoint
+    bad = [t for t in trials if t.number >= 2 and t.number != continued.number]
+    assert bad and all(t.state == TrialState.PRUNED for t in bad), [(t.number, t.state.name) for t in bad]

@@ -65,10 +65,11 @@ def test_dry_run_needs_no_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert result.dry_run and result.array_job_ids == [] and result.collect_job_id is None
     array, collect = result.scripts.array_path, result.scripts.collect_path
     assert result.commands == [
-        f"ARRAY_0=$(sbatch --parsable {array})",
+        f"ARRAY_0=$(sbatch --parsable --export=ALL,HPCTUNE_COLLECTOR=submitted {array})",
         f"sbatch --parsable --dependency=afterany:${{ARRAY_0}} {collect}",
     ]
     assert array.is_file() and collect.is_file()
+    assert (array.name, collect.relative_to(array.parent).as_posix()) == ("demo.sh", "collect/demo.sh")
 
 
 def test_dry_run_of_a_split_array_chains_parts_under_a_limit(
@@ -78,9 +79,10 @@ def test_dry_run_of_a_split_array_chains_parts_under_a_limit(
     result = submit(loaded_config(tmp_path / "p"), ArraySpec.parse("0-1500%4"), dry_run=True)
     array = result.scripts.array_path
     assert result.commands[:2] == [
-        f"ARRAY_0=$(sbatch --parsable --array=0-1000%4 --export=ALL,HPCTUNE_ARRAY_OFFSET=0 {array})",
+        "ARRAY_0=$(sbatch --parsable --array=0-1000%4 "
+        f"--export=ALL,HPCTUNE_COLLECTOR=submitted,HPCTUNE_ARRAY_OFFSET=0 {array})",
         f"ARRAY_1=$(sbatch --parsable --dependency=afterany:${{ARRAY_0}} --array=0-499%4 "
-        f"--export=ALL,HPCTUNE_ARRAY_OFFSET=1001 {array})",
+        f"--export=ALL,HPCTUNE_COLLECTOR=submitted,HPCTUNE_ARRAY_OFFSET=1001 {array})",
     ]
     assert "--dependency=afterany:${ARRAY_0}:${ARRAY_1} " in result.commands[2]
     # The printed lines are real bash: they parse.
@@ -93,12 +95,15 @@ def test_submit_with_fake_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = submit(loaded_config(tmp_path / "p"), ArraySpec.parse("0-1500"))
     assert result.array_job_ids == ["100", "101"] and result.collect_job_id == "102"
     assert "--dependency=afterany:100:101" in result.commands[-1]
+    log = (tmp_path / "bin" / "sbatch.log").read_text().splitlines()
     # Without a %N limit the parts are not chained.
-    assert "--dependency" not in (tmp_path / "bin" / "sbatch.log").read_text().splitlines()[1]
+    assert "--dependency" not in log[1]
+    # Every part carries the marker: no array task submits a second collector.
+    assert all("--export=ALL,HPCTUNE_COLLECTOR=submitted," in line for line in log[:2])
 
 
 def test_collector_failure_cancels_the_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_slurm(tmp_path / "bin", fail_on="collect.sh")
+    _fake_slurm(tmp_path / "bin", fail_on="collect/demo.sh")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(SlurmError) as info:
         submit(loaded_config(tmp_path / "p"), ArraySpec.parse("0-1500"))
@@ -109,7 +114,7 @@ def test_collector_failure_cancels_the_arrays(tmp_path: Path, monkeypatch: pytes
 
 
 def test_first_array_failure_cancels_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_slurm(tmp_path / "bin", fail_on="array.sh")
+    _fake_slurm(tmp_path / "bin", fail_on="jobs/demo.sh")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(SlurmError, match="^sbatch: error: QOSMaxSubmitJobPerUserLimit$"):
         submit(loaded_config(tmp_path / "p"), ArraySpec.parse("0-3"))
@@ -205,14 +210,18 @@ def test_submit_runs_every_task_then_the_collector(study: Study) -> None:
     assert active_jobs([result.collect_job_id])  # still held: tasks are sleeping
     wait_for_jobs([*result.array_job_ids, result.collect_job_id], timeout=60)
     elapsed = time.monotonic() - t0
+    known = {*result.array_job_ids, result.collect_job_id}
     tasks = study.tasks()
     assert sorted(tasks) == [0, 1, 2, 3]
     cache = study.dir / "runs" / study.loaded.config.study / "inductor-cache"
     for index, lines in tasks.items():
         assert len(lines) == 1 and lines[0].startswith(f"task={index} offset=0 restart=unset ")
         assert lines[0].endswith(f"cache={cache}")
+    # Exactly one collector ran: the array's first task saw HPCTUNE_COLLECTOR=submitted and queued none.
     assert study.collected() == [["task-0", "task-1", "task-2", "task-3"]]
+    assert not [t for t in squeue_study(study.job_name, all_states=True) if t.array_job_id not in known]
     logs = study.dir / "runs" / study.loaded.config.study / "logs"
+    assert "submitted" not in (logs / f"array-{result.array_job_ids[0]}_0.out").read_text()
     assert (logs / f"array-{result.array_job_ids[0]}_3.out").read_text().startswith("run task=3 ")
     assert (logs / f"collect-{result.collect_job_id}.out").exists()
     print(f"submit 0-3 (tasks sleep 2 s) to collector done: {elapsed:.1f} s")
@@ -231,20 +240,64 @@ def test_split_array_tasks_get_global_ids(study: Study) -> None:
     assert study.collected() == [["task-1000", "task-1001", "task-1002", "task-999"]]
 
 
+def _study_done(study: Study) -> bool:
+    """No job of the study is left: by hand, the collector is queued by the array's first task before that
+    task's worker starts, so it exists for as long as the array does."""
+    return not [t for t in squeue_study(study.job_name) if t.active]
+
+
 @pytest.mark.slurm
-def test_singleton_orders_by_hand_submission(study: Study) -> None:
+def test_literal_sbatch_glob_runs_the_array_and_its_collector(study: Study) -> None:
+    (study.dir / "sleep").write_text("2")
+    render_scripts(study.loaded, ArraySpec.parse("0-3"), hpctune_cmd=study.cmd)
+    # What the README says to type, glob expanded by the shell: one script in jobs/, the array.
+    typed = subprocess.run(["bash", "-c", "sbatch jobs/*.sh"], cwd=study.dir, capture_output=True, text=True)
+    assert typed.returncode == 0, typed.stderr
+    array_id = typed.stdout.split()[-1]
+    wait_until(lambda: _study_done(study), timeout=60)
+    assert sorted(study.tasks()) == [0, 1, 2, 3]
+    assert study.collected() == [["task-0", "task-1", "task-2", "task-3"]]  # one collector, after all tasks
+    logs = study.dir / "runs" / study.loaded.config.study / "logs"
+    first = (logs / f"array-{array_id}_0.out").read_text()
+    assert "hpctune: submitted the collector as job " in first and f"(afterany:{array_id})" in first
+    for task in (1, 2, 3):
+        assert "submitted" not in (logs / f"array-{array_id}_{task}.out").read_text()
+
+
+@pytest.mark.slurm
+def test_literal_sbatch_of_a_split_array_submits_every_part(study: Study) -> None:
+    scripts = render_scripts(study.loaded, ArraySpec.parse("999-1002"), hpctune_cmd=study.cmd)
+    assert len(scripts.chunks) == 2  # 1001 and 1002 are beyond MaxArraySize=1001
+    typed = subprocess.run(["bash", "-c", "sbatch jobs/*.sh"], cwd=study.dir, capture_output=True, text=True)
+    assert typed.returncode == 0, typed.stderr
+    wait_until(lambda: _study_done(study), timeout=60)
+    tasks = study.tasks()
+    assert sorted(tasks) == [999, 1000, 1001, 1002]
+    assert tasks[1001][0].startswith("task=0 offset=1001 ") and tasks[1002][0].startswith(
+        "task=1 offset=1001 "
+    )
+    assert study.collected() == [["task-1000", "task-1001", "task-1002", "task-999"]]
+
+
+@pytest.mark.slurm
+def test_singleton_holds_a_collector_submitted_by_hand(study: Study) -> None:
+    """The collector script alone, sbatch'd by hand with no option, still waits for the array."""
     (study.dir / "sleep").write_text("3")
     scripts = render_scripts(study.loaded, ArraySpec.parse("0-3"), hpctune_cmd=study.cmd)
-    ids = []
-    for script in (scripts.array_path, scripts.collect_path):  # what a user types: no dependency options
-        out = subprocess.run(
-            ["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True
-        )
-        ids.append(out.stdout.strip())
-    time.sleep(1)
-    collector = [t for t in squeue_study(study.job_name) if t.job_id == ids[1]]
-    assert collector[0].state == "PENDING" and collector[0].reason == "Dependency"
-    wait_for_jobs(ids, timeout=60)
+    # The marker keeps the array's first task from queueing a collector of its own.
+    array_id = sbatch(scripts.array_path, extra_args=["--export=ALL,HPCTUNE_COLLECTOR=submitted"])
+    out = subprocess.run(
+        ["sbatch", "--parsable", str(scripts.collect_path)], capture_output=True, text=True, check=True
+    )
+    collect_id = out.stdout.strip()
+
+    def held_by_singleton() -> bool:
+        collector = [t for t in squeue_study(study.job_name) if t.job_id == collect_id]
+        return bool(collector) and collector[0].state == "PENDING" and collector[0].reason == "Dependency"
+
+    wait_until(held_by_singleton, timeout=10)
+    assert active_jobs([array_id])  # held while the tasks still sleep
+    wait_for_jobs([array_id, collect_id], timeout=60)
     assert study.collected() == [["task-0", "task-1", "task-2", "task-3"]]
 
 

@@ -2,8 +2,10 @@
 # hpc_tune collector for study digits-mlp: runs once after the worker array and writes the study's summary.
 # Made by hpctune 0.0.0-golden from /TMP/project/hpctune.yaml on 2025-01-02 03:04 UTC.
 # Edit the config and run `hpctune render` again rather than editing this file.
-# Resubmit by hand (after the array; --dependency=singleton makes it wait for the array's tasks):
-#   sbatch /TMP/project/jobs/digits-mlp.collect.sh
+# Not for `sbatch jobs/*.sh` (that is why it lives in jobs/collect/): the array's first task submits it
+# with afterany on the array, and `hpctune submit` does the same. To submit it again by hand, after the array
+# (--dependency=singleton makes it wait for the study's other jobs):
+#   sbatch /TMP/project/jobs/collect/digits-mlp.sh
 # A requeued task escapes singleton, so `--slurm-guard` checks squeue first: if tasks of the study are still
 # queued or running, it resubmits this script with afterany on them and exits 0.
 #SBATCH --job-name=hpctune-digits-mlp
@@ -28,7 +30,7 @@ source .venv/bin/activate
 set -u
 
 # The guard resubmits this file (SLURM runs a spooled copy, so it cannot find itself otherwise).
-export HPCTUNE_COLLECT_SCRIPT=/TMP/project/jobs/digits-mlp.collect.sh
+export HPCTUNE_COLLECT_SCRIPT=/TMP/project/jobs/collect/digits-mlp.sh
 export TORCHINDUCTOR_CACHE_DIR=/TMP/project/runs/digits-mlp/inductor-cache
 
 exec hpctune collect --config /TMP/project/hpctune.yaml --slurm-guard
