@@ -1,6 +1,7 @@
 """A task file that imports a module beside it runs the same however its worker starts: the ``hpctune``
 console script from another directory (what an array task runs), ``run --local`` (``python -m``), and a real
-SLURM array task. Before, only the ``python -m`` way put a directory on the import path."""
+SLURM array task, submitted by ``hpctune submit`` or by ``sbatch jobs/*.sh`` typed by hand. Before, only
+the ``python -m`` way put a directory on the import path."""
 
 from __future__ import annotations
 
@@ -69,10 +70,22 @@ def test_run_local_from_another_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.slurm
-def test_slurm_array_task(tmp_path: Path, slurm_cluster) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("how", ["submit", "sbatch by hand"])
+def test_slurm_array_task(tmp_path: Path, slurm_cluster, how: str) -> None:  # type: ignore[no-untyped-def]
     study = "imports-" + tmp_path.name[-8:].replace("_", "-")
     cfg = project(tmp_path, study, slurm=TEST_SLURM)
-    result = hpctune("submit", "-c", str(cfg), "--array", "0", env=worker_env(), cwd=tmp_path)
+    if how == "submit":
+        result = hpctune("submit", "-c", str(cfg), "--array", "0", env=worker_env(), cwd=tmp_path)
+    else:  # what the README says to type, from the project folder
+        rendered = hpctune("render", "-c", str(cfg), "--array", "0", env=worker_env(), cwd=tmp_path)
+        assert rendered.returncode == 0, rendered.stderr
+        result = subprocess.run(
+            ["bash", "-c", "sbatch jobs/*.sh"],
+            cwd=cfg.parent,
+            env=worker_env(),
+            capture_output=True,
+            text=True,
+        )
     assert result.returncode == 0, result.stderr
     wait_for_study_jobs(study, timeout=240)
     assert_completed(cfg, 2)
