@@ -8,10 +8,12 @@ so that it can drive each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import io
 import os
 import shlex
 import shutil
@@ -170,6 +172,10 @@ def _load_callable(spec: str, root: str | os.PathLike[str] | None) -> LoadedTask
     if not spec or not spec.strip():
         raise TaskError("task is empty", "task")
     target, _, func_name = spec.partition(":")
+    if " " in spec.strip() and not any(
+        p.is_file() for p in (Path(target), Path(root or ".") / target, Path.cwd() / target)
+    ):
+        raise TaskError(f'this looks like a command: write task: {{command: "{spec.strip()}"}}', "task")
     module = _load_module(target, spec, root)
     if func_name:
         fn = getattr(module, func_name, None)
@@ -178,7 +184,11 @@ def _load_callable(spec: str, root: str | os.PathLike[str] | None) -> LoadedTask
         return LoadedTask(_kind_of(fn, spec), fn, spec)
     build = getattr(module, "build", None)
     if build is None or not callable(build):
-        hint = " (a plain objective needs file.py:objective)" if hasattr(module, "objective") else ""
+        hint = (
+            " (a plain objective needs file.py:objective)"
+            if hasattr(module, "objective")
+            else ' (to run a script as it is: task: {command: "python train.py ..."})'
+        )
         raise TaskError(f"module {target} has no build() function{hint}", spec)
     if _kind_of(build, spec) != "build":
         raise TaskError("build() must take (params, fidelity, seed, train)", spec)
@@ -202,7 +212,8 @@ def _kind_of(fn: Callable[..., Any], spec: str) -> Literal["build", "objective"]
     except TypeError:
         raise TaskError(
             f"{getattr(fn, '__name__', 'function')}{sig} is neither objective(trial) nor "
-            "build(params, fidelity, seed, train)",
+            "build(params, fidelity, seed, train); to run a script as it is, use "
+            'task: {command: "python train.py --lr {lr} ..."}',
             spec,
         ) from None
     return "build"
@@ -261,8 +272,22 @@ def _import_file(path: Path, spec: str) -> Any:
         raise TaskError("cannot load task file", path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
+    # What the file prints while imported is held back: a script's argparse usage message would otherwise
+    # bury the one line that says what to do.
+    out, err = io.StringIO(), io.StringIO()
     try:
-        module_spec.loader.exec_module(module)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            module_spec.loader.exec_module(module)
+        sys.stdout.write(out.getvalue())
+        sys.stderr.write(err.getvalue())
+    except SystemExit:
+        # A training script that parses its arguments at import time: it was meant to be run, not imported.
+        del sys.modules[name]
+        raise TaskError(
+            'the file exits when imported (a script?): to run it as it is, use task: {command: "python '
+            f'{path.name} --lr {{lr}} ..."}}',
+            spec,
+        ) from None
     except Exception as exc:
         del sys.modules[name]
         raise TaskError(f"task file failed to import: {type(exc).__name__}: {exc}", spec) from exc

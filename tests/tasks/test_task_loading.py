@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import optuna
@@ -92,3 +93,36 @@ def test_example_objective_is_a_plain_optuna_objective():
     study = optuna.create_study(direction="maximize")
     study.optimize(task.fn, n_trials=1)
     assert 0.5 < study.best_value <= 1.0
+
+
+ARGPARSE_AT_IMPORT = (
+    "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr')\np.parse_args()\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("files", "spec", "message"),
+    [
+        # what new users wrote for an existing script: each says how to run it as it is
+        (
+            {},
+            "python train.py --lr {lr}",
+            'this looks like a command: write task: {command: "python train.py',
+        ),
+        ({"train.py": ARGPARSE_AT_IMPORT}, "train.py", "the file exits when imported (a script?)"),
+        (
+            {"train.py": "def main():\n    pass\n"},
+            "train.py:main",
+            "to run a script as it is, use task: {command:",
+        ),
+        ({"train.py": "def main():\n    pass\n"}, "train.py", "(to run a script as it is: task: {command:"),
+    ],
+)
+def test_an_existing_script_given_as_task_points_to_command_tasks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str], spec: str, message: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(TaskError, match=re.escape(message)):
+        load_task(spec, tmp_path)
+    assert capsys.readouterr().err == ""  # argparse's usage message does not bury the one line
