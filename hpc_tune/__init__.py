@@ -22,6 +22,7 @@ _API = {
     "redact_url": "hpc_tune.study.storage",
     "resolve_storage": "hpc_tune.study.storage",
     "launch": "hpc_tune.slurm.launch",
+    "Launched": "hpc_tune.slurm.launch",
     "report": "hpc_tune.worker.script_protocol",
     "HpcTuneError": "hpc_tune.errors",
     "ConfigError": "hpc_tune.errors",
@@ -32,6 +33,7 @@ _API = {
     "TaskError": "hpc_tune.errors",
     "SlurmError": "hpc_tune.errors",
     "MetricsError": "hpc_tune.errors",
+    "LaunchError": "hpc_tune.errors",
 }
 
 __all__ = ["__version__", *_API]

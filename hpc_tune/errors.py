@@ -68,6 +68,13 @@ class MetricsError(HpcTuneError):
     exit_code = 6
 
 
+class LaunchError(HpcTuneError):
+    """A job started by ``hpc_tune.launch`` ended without doing its part (interrupted, failed, no result);
+    raised by the job itself or by ``Launched.result()``, after the study was collected."""
+
+    exit_code = 7
+
+
 class TrialAbort(Exception):
     """Control flow from the train engine: stop this trial with ``reason`` and go on with the next one.
 

@@ -55,3 +55,14 @@ def test_train_and_tasks_know_nothing_of_optuna() -> None:
     for folder in ("train", "tasks"):
         for module, names in imports_of(folder).items():
             assert not {n for n in names if n == "optuna" or n.startswith("optuna.")}, module
+
+
+def test_in_the_slurm_wing_only_the_python_api_runs_workers_and_collects() -> None:
+    """``launch`` runs the worker loop and the collector as submitit jobs, as the CLI runs them as commands;
+    the rest of the wing renders, submits and watches, and imports neither the worker nor the report wing."""
+    for module, names in imports_of("slurm").items():
+        wings = {n for n in names if n.startswith(("hpc_tune.worker", "hpc_tune.report"))}
+        if module == "slurm/launch.py":
+            assert wings <= {"hpc_tune.worker.loop", "hpc_tune.report.collect"}, wings
+        else:
+            assert not wings, (module, wings)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # Exit codes a scheduler can act on.
 EXIT_OK = 0
 EXIT_INTERRUPTED = 143  # SIGTERM/SIGINT: the trial was failed and re-run
+RESTART_SEED_STRIDE = 100_003  # larger than any array: run k of task i never shares a seed with another task
 
 
 @dataclass
@@ -74,14 +75,21 @@ class Worker:
         worker_index: int = 0,
         max_trials: int | None = None,
         environ: Mapping[str, str] | None = None,
+        requeue: bool = True,
     ) -> None:
+        """``requeue=False``: after a walltime hand-on, leave the requeue to the caller (submitit requeues
+        the tasks of ``hpc_tune.launch`` itself; a second requeue would run the task twice)."""
         self.loaded = loaded
+        self.requeue = requeue
         self.config = loaded.config
         self.environ = dict(os.environ if environ is None else environ)
         self.max_trials = max_trials
         self.slurm = SlurmEnv.from_environ(self.environ)
         task = load_task(self.config.task, loaded.root, has_space=self.config.space is not None)
-        self.shared = open_study(loaded, storage_url, worker_index=worker_index)
+        # A requeued task is a new sampler stream: with sampler.seed set it would otherwise draw again the
+        # very parameters of its first run (a continuation's, for one).
+        sampler_index = worker_index + RESTART_SEED_STRIDE * self.slurm.restart_count
+        self.shared = open_study(loaded, storage_url, worker_index=sampler_index)
         self.study = self.shared.study
         limit_threads(self.environ)
         host, pid = socket.gethostname(), os.getpid()
@@ -129,7 +137,7 @@ class Worker:
                 report.stopped_by = "signal"
                 if self._current is not None:  # interrupted before the runner could take care of it
                     self.runner.fail_and_rerun(adapter.trial_id(self._current), "interrupted")
-        if report.stopped_by == "walltime" and self.slurm.array_task_id is not None:
+        if report.stopped_by == "walltime" and self.requeue and self.slurm.array_task_id is not None:
             requeue_own_task(self.slurm)
         return report
 
@@ -140,5 +148,8 @@ def run_worker(
     *,
     worker_index: int = 0,
     max_trials: int | None = None,
+    requeue: bool = True,
 ) -> WorkerReport:
-    return Worker(loaded, storage_url, worker_index=worker_index, max_trials=max_trials).run()
+    return Worker(
+        loaded, storage_url, worker_index=worker_index, max_trials=max_trials, requeue=requeue
+    ).run()

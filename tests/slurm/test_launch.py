@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 import hpc_tune
@@ -22,6 +23,7 @@ from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.storage import open_storage, resolve_storage
 from tests.conftest import write_config
 from tests.slurm_fixtures import SlurmCluster, wait_for_jobs, wait_until
+from tests.worker.test_fail_fast import broken_task
 
 # Small tasks for the one-node test cluster (as in test_slurm_e2e.py); submitit runs this interpreter, so no
 # setup line activates a venv.
@@ -79,6 +81,13 @@ def test_password_in_the_url_is_refused_for_slurm(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, storage="postgresql+psycopg2://tuner:hunter2@db.example.org/optuna")
     with pytest.raises(ConfigError, match="password"):
         hpc_tune.launch(cfg, "0-1", executor="slurm")
+
+
+def test_slurm_executor_without_slurm_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+    with pytest.raises(SlurmError, match=r"SLURM is not available here \(no srun on PATH\)"):
+        hpc_tune.launch(cfg, "0", executor="slurm")
 
 
 def test_a_config_of_another_type_is_refused() -> None:
@@ -144,6 +153,15 @@ def test_debug_runs_the_workers_in_this_process_from_a_mapping(tmp_path: Path) -
     assert sum(r.trials_run for r in reports) == 3 and {r.stopped_by for r in reports} == {"budget"}
 
 
+def test_a_hydra_dictconfig_is_a_mapping(tmp_path: Path) -> None:
+    omegaconf = pytest.importorskip("omegaconf")
+    raw = yaml.safe_load(write_config(tmp_path, study="api-hydra").read_text())
+    launched = hpc_tune.launch(omegaconf.OmegaConf.create(raw), "0-2", executor="debug", collect=False)
+    assert launched.study == "api-hydra" and launched.indices == (0, 1, 2)  # debug jobs run only when asked
+    with pytest.raises(hpc_tune.LaunchError, match="collect=False"):
+        launched.result()
+
+
 @pytest.mark.slow
 def test_local_two_workers_on_the_journal_store(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, study="api-local", trials=6, epochs=2)
@@ -170,6 +188,18 @@ def test_local_percent_limit_starts_only_that_many_workers(tmp_path: Path) -> No
     launched = hpc_tune.launch(cfg, "0-3%1", executor="local")
     assert launched.indices == (0,) and len(launched.jobs) == 1
     assert launched.result().summary["budget"]["finished"] == 2
+
+
+@pytest.mark.slow
+def test_a_failing_local_worker_is_named_with_its_error_line(tmp_path: Path) -> None:
+    cfg = broken_task(tmp_path)  # every trial raises: the worker stops fast with a TaskError
+    launched = hpc_tune.launch(cfg, "0", executor="local")
+    with pytest.raises(hpc_tune.LaunchError) as info:
+        launched.result()
+    assert "1 of 1 worker job(s) failed; worker 0: " in info.value.what
+    assert "the first 3 trials all failed (exception:ValueError)" in info.value.what
+    assert "summary written anyway" in info.value.what
+    assert (tmp_path / "runs" / "t-digits" / "summary.json").is_file()
 
 
 def _first_trial_running_two_epochs(cfg: Path) -> optuna.trial.FrozenTrial:
