@@ -1,7 +1,7 @@
 """Write docs/cli.md from the commands' own --help, so the reference cannot drift from the code.
 
-    .venv/bin/python scripts/gen_cli_docs.py          # rewrite docs/cli.md
-    .venv/bin/python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is out of date (tests run this)
+.venv/bin/python scripts/gen_cli_docs.py          # rewrite docs/cli.md
+.venv/bin/python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is out of date (tests run this)
 """
 
 from __future__ import annotations
