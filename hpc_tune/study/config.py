@@ -320,8 +320,20 @@ class Config(_Strict):
     def _check_command(self, task: CommandTask) -> None:
         if self.space is None:
             raise ValueError("a command task needs space: (the script cannot ask for its parameters)")
+        clash = sorted(set(self.space) & set(COMMAND_PLACEHOLDERS))
+        if clash:
+            raise ValueError(
+                f"space.{clash[0]}: a parameter cannot have the name of the placeholder {{{clash[0]}}}, "
+                "which hpctune fills itself; rename it"
+            )
         known = set(self.space) | set(COMMAND_PLACEHOLDERS)
         for name in command_placeholders(task.command):
+            if name in self.space and self.space[name].when:
+                env = "HPCTUNE_PARAM_" + "".join(c if c.isalnum() else "_" for c in name.upper())
+                raise ValueError(
+                    f"task.command: {{{name}}} is conditional (when:), so some trials have no value for it; "
+                    f"read it from the environment instead ({env}, set only when active, or HPCTUNE_PARAMS)"
+                )
             if name not in known:
                 hint = difflib.get_close_matches(name, sorted(known), n=1)
                 raise ValueError(

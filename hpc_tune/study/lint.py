@@ -24,6 +24,10 @@ class Finding:
         return f"warning: {self.key}: {self.message}"
 
 
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
 def lint(config: Config) -> list[Finding]:
     found: list[Finding] = []
     space = config.space or {}  # an objective that defines its own parameters: nothing to lint before it runs
@@ -31,7 +35,8 @@ def lint(config: Config) -> list[Finding]:
         if (
             isinstance(spec, FloatParam)
             and not spec.log
-            and any(name == n or name.endswith("_" + n) for n in LOG_SCALE_NAMES)
+            # the leaf of a dotted (Hydra-style) name: optimizer.lr is a learning rate too
+            and any(_leaf(name) == n or _leaf(name).endswith("_" + n) for n in LOG_SCALE_NAMES)
         ):
             found.append(
                 Finding(

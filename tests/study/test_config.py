@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,39 @@ def test_lint_findings() -> None:
 def test_grid_sampler_needs_discrete_space() -> None:
     with pytest.raises(ConfigError, match="sampler grid needs every parameter discrete"):
         parse_config(cfg(sampler={"type": "grid"}))
+
+
+def test_lint_sees_dotted_hydra_names() -> None:
+    config = parse_config(
+        {"study": "s", "space": {"optimizer.lr": {"type": "float", "low": 1e-4, "high": 0.1}}}
+    )
+    assert [f.key for f in lint(config)] == ["space.optimizer.lr"]
+
+
+COND_SPACE = {
+    "opt": {"type": "categorical", "choices": ["adamw", "sgd"]},
+    "momentum": {"type": "float", "low": 0.8, "high": 0.99, "when": {"opt": "sgd"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("task", "space", "message"),
+    [
+        (
+            {"command": "python t.py --momentum {momentum}"},
+            COND_SPACE,
+            "task.command: {momentum} is conditional (when:), so some trials have no value for it; "
+            "read it from the environment instead (HPCTUNE_PARAM_MOMENTUM",
+        ),
+        (
+            {"command": "python t.py --epochs {epochs}"},
+            {"epochs": {"type": "int", "low": 10, "high": 50}},
+            "space.epochs: a parameter cannot have the name of the placeholder {epochs}",
+        ),
+    ],
+)
+def test_command_placeholders_that_cannot_be_filled_are_refused(
+    task: dict, space: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config({"study": "s", "task": task, "space": space})
