@@ -76,6 +76,26 @@ def wait_for_study_jobs(study: str, timeout: float) -> None:
     assert wait_until(none_active, timeout=timeout) is not None
 
 
+def wait_for_epochs_of_trial_0(cfg: Path, epochs: int) -> optuna.trial.FrozenTrial:
+    """Trial 0 once it has reported ``epochs`` epochs (the workers create the study: it may not exist yet)."""
+    found: list[optuna.trial.FrozenTrial] = []
+    opened: list[optuna.Study] = []  # one storage for all the polls, not a connection pool per poll
+
+    def reported() -> bool:
+        try:
+            if not opened:
+                opened.append(study_of(cfg))
+            trials = opened[0].get_trials(deepcopy=False)
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            return False
+        if trials and len(trials[0].intermediate_values) >= epochs:
+            found.append(trials[0])
+        return bool(found)
+
+    assert wait_until(reported, timeout=120) is not None
+    return found[0]
+
+
 def worker_pids() -> list[int]:
     """Processes running ``hpctune worker`` (the array tasks exec into it)."""
     found = subprocess.run(["pgrep", "-f", "hpc_tune.*worker|hpctune worker"], capture_output=True, text=True)
@@ -191,18 +211,7 @@ def test_walltime_signal_checkpoints_requeues_and_resumes(
     result = hpctune("submit", "-c", str(cfg), "--array", "0", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     array_id = result.stdout.split("array job(s): ")[1].split()[0].rstrip(",")
-    study_obj: list[optuna.Study] = []
-
-    def two_epochs_reported() -> bool:
-        try:
-            if not study_obj:
-                study_obj.append(study_of(cfg))
-            trials = study_obj[0].get_trials(deepcopy=False)
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            return False
-        return bool(trials) and len(trials[0].intermediate_values) >= 2
-
-    assert wait_until(two_epochs_reported, timeout=120) is not None
+    wait_for_epochs_of_trial_0(cfg, 2)
     # What SLURM does at --signal=B:USR2@N: signal the batch shell, which exec made the worker itself.
     subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array_id}_0"], check=True)
     wait_for_study_jobs(study, timeout=240)
@@ -315,19 +324,7 @@ def test_command_task_array_prunes_and_resumes_its_checkpoint_after_walltime(
     result = hpctune("submit", "-c", str(cfg), "--array", "0-1", env=job_env(pg_secret_db), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     array_id = result.stdout.split("array job(s): ")[1].split()[0].rstrip(",")
-    study_obj: list[optuna.Study] = []
-
-    def trial_0_two_epochs_in() -> bool:
-        try:
-            if not study_obj:
-                study_obj.append(study_of(cfg))
-            trials = study_obj[0].get_trials(deepcopy=False)
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            return False
-        return bool(trials) and len(trials[0].intermediate_values) >= 2
-
-    assert wait_until(trial_0_two_epochs_in, timeout=120) is not None
-    task = worker_of(study_obj[0].trials[0])["array_task_id"]
+    task = worker_of(wait_for_epochs_of_trial_0(cfg, 2))["array_task_id"]
     subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array_id}_{task}"], check=True)
     wait_for_study_jobs(study, timeout=300)
 

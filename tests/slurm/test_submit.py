@@ -150,7 +150,10 @@ worker)
     echo "run $line"
     echo "$line at=$(date +%s.%N) cache=$TORCHINDUCTOR_CACHE_DIR" >> "$rec/task-$idx"
     if [[ -f $dir/requeue && $(cat "$dir/requeue") == "$idx" && -z ${SLURM_RESTART_COUNT:-} ]]; then
-        exec PYTHON -c 'from hpc_tune.slurm import requeue_own_task; print(requeue_own_task(), flush=True)
+        # The ref is printed before the requeue: SLURM may end the task before a print after it runs.
+        exec PYTHON -c 'from hpc_tune.slurm import SlurmEnv, requeue_own_task
+print(SlurmEnv.from_environ().task_ref, flush=True)
+assert requeue_own_task() == SlurmEnv.from_environ().task_ref
 import time; time.sleep(60)'
     fi
     sleep "$(cat "$dir/sleep" 2>/dev/null || echo 0)"
@@ -361,7 +364,7 @@ def test_requeue_own_task_runs_it_again(study: Study) -> None:
     log = study.dir / "runs" / study.loaded.config.study / "logs" / f"array-{result.array_job_ids[0]}_1.out"
     text = log.read_text()
     assert "run task=1 offset=0 restart=unset" in text and "run task=1 offset=0 restart=1" in text  # append
-    assert f"{result.array_job_ids[0]}_1" in text  # requeue_own_task printed the ref it requeued
+    assert f"{result.array_job_ids[0]}_1" in text  # the ref requeue_own_task requeued
     assert study.collected() == [["task-0", "task-1"]]  # afterany waited for the rerun
     print(f"requeued task ran again after {gap:.1f} s")
     assert gap < 60  # ~11 s with AuthInfo=cred_expire=10; ~150 s would mean the §9 settings are not active

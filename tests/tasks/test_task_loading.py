@@ -95,8 +95,9 @@ def test_example_objective_is_a_plain_optuna_objective():
     assert 0.5 < study.best_value <= 1.0
 
 
+# required: whatever the importing process's argv is (pytest's, a worker's), parsing it exits
 ARGPARSE_AT_IMPORT = (
-    "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr')\np.parse_args()\n"
+    "import argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', required=True)\np.parse_args()\n"
 )
 
 
