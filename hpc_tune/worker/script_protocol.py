@@ -15,7 +15,6 @@ script's own output and is only kept in the trial's log.
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from typing import Any
@@ -111,7 +110,3 @@ def _number(value: Any) -> float | None:
         except ValueError:
             return None
     return None
-
-
-def is_finite(value: Any) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
