@@ -16,9 +16,11 @@ $(VENV)/.installed: setup.py setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# The study, then its top 3 re-run with 2 new seeds each (a linked study); the last lines name the report.
 demo: venv
 	$(VENV)/bin/hpctune check -c examples/demo.yaml
 	$(VENV)/bin/hpctune run --local --workers 2 -c examples/demo.yaml
+	$(VENV)/bin/hpctune rerun-top digits-demo --k 3 --seeds 2 --local --workers 2 -c examples/demo.yaml
 
 # Starts what the tests need (a PostgreSQL is started by the test suite itself; SLURM by this script).
 test-services:

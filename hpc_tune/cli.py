@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,7 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from hpc_tune.report.collect import collect, format_table
+    from hpc_tune.report.confirmation import load_confirmation
     from hpc_tune.study.shared import open_study
     from hpc_tune.worker.local import first_worker_error, run_local
 
@@ -258,18 +260,30 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
         why = first_worker_error(report) or f"exit codes {report.failed_workers}"
         raise HpcTuneError(f"worker failed: {why}", report.logs[0].parent)
     shared = open_study(loaded, storage, with_heartbeat=False)
-    result = collect(shared.study, loaded.study_dir, budget=c.trials)
+    result = collect(
+        shared.study,
+        loaded.study_dir,
+        budget=c.trials,
+        config=c,
+        confirmation=load_confirmation(shared.storage, shared.study),
+    )
     click.echo(format_table(result.summary))
     if report.recovered_trials:
         click.echo(f"recovered trials of killed workers: {report.recovered_trials} (retried)")
-    click.echo(f"summary: {result.summary_path}")
-    click.echo(f"trials:  {result.csv_path}")
+    _echo_paths(result)
     return 0
 
 
-@cli.command(name="collect")
-@click.argument("study", required=False)
-@click.option(
+def _echo_paths(result: Any) -> None:
+    click.echo(f"summary: {_shown(result.summary_path)}")
+    click.echo(f"trials:  {_shown(result.csv_path)}")
+    if result.report is not None:
+        click.echo(f"digest:  {_shown(result.report.digest)}")
+        click.echo(f"report:  {_shown(result.report.html)}")
+
+
+study_argument = click.argument("study", required=False)
+any_config_option = click.option(
     "-c",
     "--config",
     "config_path",
@@ -277,14 +291,67 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
     default=None,
     help="The study's YAML file (default: hpctune.yaml when it names STUDY).",
 )
-@storage_option
-@click.option(
+results_option = click.option(
     "--results",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("runs"),
     show_default=True,
     help="Results root when no config is given.",
 )
+importance_option = click.option(
+    "--importance",
+    type=click.Choice(["ped_anova", "fanova"]),
+    default="ped_anova",
+    show_default=True,
+    help="Importance evaluator (fANOVA is much slower on large studies).",
+)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A study to report on: from its config, or from its name and the storage alone (any Optuna study)."""
+
+    name: str
+    study_dir: Path
+    loaded: LoadedConfig | None
+    opened: Any  # hpc_tune.study.shared.SharedStudy
+
+    @property
+    def budget(self) -> int | None:
+        return self.loaded.config.trials if self.loaded is not None else None
+
+    @property
+    def config(self) -> Any:
+        return self.loaded.config if self.loaded is not None else None
+
+
+def _target(study: str | None, storage: str | None, results: Path, loaded: LoadedConfig | None) -> _Target:
+    # From the study wing, not the collector: `status --watch` runs for hours on a login node, kept light.
+    from hpc_tune.study.shared import load_existing_study as load_study
+
+    if loaded is not None:
+        name, study_dir = loaded.config.study, loaded.study_dir
+        url = storage or loaded.config.storage
+    else:
+        assert study is not None
+        from hpc_tune.study.config import STUDY_NAME_RE
+
+        if not STUDY_NAME_RE.match(study):
+            raise ConfigError(f"{study!r} is not a valid study name", "STUDY")
+        name, study_dir = study, (results / study).resolve()
+        url = storage or os.environ.get("HPCTUNE_STORAGE") or None
+    spec = resolve_storage(url, study_dir)
+    # With the study's config, trials of workers that died without a word are failed before counting.
+    liveness = loaded.config.worker if loaded is not None else None
+    return _Target(name, study_dir, loaded, load_study(spec, name, liveness, study_dir))
+
+
+@cli.command(name="collect")
+@study_argument
+@any_config_option
+@storage_option
+@results_option
+@importance_option
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the table.")
 @click.option(
     "--slurm-guard",
@@ -296,11 +363,15 @@ def collect_cmd(
     config_path: Path | None,
     storage: str | None,
     results: Path,
+    importance: str,
     as_json: bool,
     slurm_guard: bool,
 ) -> None:
-    """Aggregate STUDY into runs/<study>/summary.json and trials.csv, and print the top trials."""
-    from hpc_tune.report.collect import collect, format_table, load_study
+    """Aggregate STUDY: summary.json, trials.csv, report.html, summary.md; print best, top-5, importance,
+    warnings and what to change. Any Optuna study works, from --storage or HPCTUNE_STORAGE alone."""
+    from hpc_tune.errors import AllTrialsFailedError
+    from hpc_tune.report.collect import collect, every_trial_failed, format_table
+    from hpc_tune.report.confirmation import load_confirmation
 
     _refuse_password_in_argv(storage)
     loaded = _loaded_for(study, config_path, storage)
@@ -316,30 +387,178 @@ def collect_cmd(
                 "collector resubmitted after them"
             )
             return
-    if loaded is not None:
-        name, study_dir = loaded.config.study, loaded.study_dir
-        url = storage or loaded.config.storage
-        budget = loaded.config.trials
-    else:
-        assert study is not None
-        from hpc_tune.study.config import STUDY_NAME_RE
-
-        if not STUDY_NAME_RE.match(study):
-            raise ConfigError(f"{study!r} is not a valid study name", "STUDY")
-        name, study_dir = study, (results / study).resolve()
-        url = storage or os.environ.get("HPCTUNE_STORAGE") or None
-        budget = None
-    spec = resolve_storage(url, study_dir)
-    # With the study's config, trials of workers that died without a word are failed before counting.
-    liveness = loaded.config.worker if loaded is not None else None
-    opened = load_study(spec, name, liveness, study_dir)
-    result = collect(opened.study, study_dir, budget=budget)
+    target = _target(study, storage, results, loaded)
+    result = collect(
+        target.opened.study,
+        target.study_dir,
+        budget=target.budget,
+        config=target.config,
+        importance=importance,  # type: ignore[arg-type]
+        confirmation=load_confirmation(target.opened.storage, target.opened.study),
+    )
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
+    else:
+        click.echo(format_table(result.summary))
+        _echo_paths(result)
+    if every_trial_failed(result.summary):
+        reasons = ", ".join(f"{k} {v}" for k, v in result.summary["reasons"].items())
+        raise AllTrialsFailedError(f"every trial failed ({reasons})", _shown(result.summary_path))
+
+
+@cli.command(name="rerun-top")
+@click.argument("study")
+@any_config_option
+@storage_option
+@click.option(
+    "--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="How many of the best."
+)
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="New seeds per configuration."
+)
+@click.option("--name", default=None, help="The linked study's name (default: STUDY-confirm).")
+@click.option("--local", "local", is_flag=True, help="Run the workers here, then collect.")
+@click.option("-w", "--workers", type=click.IntRange(1, 256), default=None, help="With --local (default 2).")
+@click.option(
+    "--array",
+    "array",
+    type=ArraySpecType(),
+    default=None,
+    help="Submit the workers as a SLURM array (as sbatch --array: 0-7%4).",
+)
+@click.pass_context
+def rerun_top(
+    ctx: click.Context,
+    study: str,
+    config_path: Path | None,
+    storage: str | None,
+    k: int,
+    seeds: int,
+    name: str | None,
+    local: bool,
+    workers: int | None,
+    array: Any,
+) -> None:
+    """Re-run the top K configurations of STUDY at full fidelity with SEEDS new seeds each, as a linked
+    study (STUDY-confirm) on the same storage: single-seed winners are often noise. Without --local or
+    --array, only enqueue and say how to run it."""
+    from hpc_tune.study.confirm import confirm_top
+
+    _setup_logging(False)
+    _refuse_password_in_argv(storage)
+    if local and array is not None:
+        raise click.UsageError("--local and --array exclude each other")
+    if workers is not None and not local:
+        raise click.UsageError("--workers needs --local")
+    loaded = _loaded_for(study, config_path, storage)
+    if loaded is None:
+        raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune rerun-top")
+    # What the array's workers will see: the file's storage, or HPCTUNE_STORAGE exported by sbatch.
+    if array is not None and storage and storage != load_config(loaded.path).config.storage:
+        raise ConfigError(
+            "SLURM workers read the storage from the config or HPCTUNE_STORAGE, not --storage: set "
+            "HPCTUNE_STORAGE instead",
+            "--storage",
+        )
+    plan = confirm_top(loaded, storage, k=k, seeds=seeds, name=name)
+    if len(plan.sources) < k:
+        click.echo(
+            f"warning: {study} has {len(plan.sources)} complete trial(s): confirming {len(plan.sources)}, "
+            f"not {k}",
+            err=True,
+        )
+    config_file = _shown(plan.loaded.path)  # type: ignore[arg-type]
+    click.echo(
+        f"confirming trial(s) {', '.join(map(str, plan.sources))} of {study} with {seeds} new seed(s) each "
+        f"at full fidelity: study {plan.study}, config {config_file}"
+    )
+    click.echo(f"enqueued {len(plan.enqueued)} trial(s); {plan.already_there} already there")
+    quoted = shlex.quote(str(config_file))
+    if local:
+        ctx.invoke(run, config_path=plan.loaded.path, storage=storage, local=True, workers=workers or 2)
+        _show_confirmation(loaded, storage)
+    elif array is not None:
+        ctx.invoke(submit, config_path=plan.loaded.path, array=array)
+        original_file = shlex.quote(str(_shown(loaded.path)))  # type: ignore[arg-type]
+        click.echo(f"when it is done: hpctune collect {study} -c {original_file}")
+    else:
+        flag = f" --storage {shlex.quote(storage)}" if storage else ""
+        click.echo(f"run here:    hpctune run --local --workers 2 -c {quoted}{flag}")
+        click.echo(f"or on SLURM: hpctune submit -c {quoted} --array 0-{min(plan.trials, 8) - 1}")
+
+
+def _show_confirmation(loaded: LoadedConfig, storage: str | None) -> None:
+    """Collect the original study again, now with its confirmation, and print mean ± sd per configuration."""
+    from hpc_tune.report.collect import collect, load_study
+    from hpc_tune.report.confirmation import format_confirmation, load_confirmation
+
+    c = loaded.config
+    opened = load_study(resolve_storage(storage or c.storage, loaded.study_dir), c.study)
+    confirmation = load_confirmation(opened.storage, opened.study)
+    result = collect(opened.study, loaded.study_dir, budget=c.trials, config=c, confirmation=confirmation)
+    if confirmation is not None:
+        click.echo(format_confirmation(confirmation))
+    click.echo(f"{c.study} collected again, with its confirmation:")
+    _echo_paths(result)
+
+
+@cli.command(name="next")
+@study_argument
+@any_config_option
+@storage_option
+@results_option
+@importance_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the next study's YAML here (default: print it).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def next_cmd(
+    study: str | None,
+    config_path: Path | None,
+    storage: str | None,
+    results: Path,
+    importance: str,
+    output: Path | None,
+    force: bool,
+) -> None:
+    """Write the next study's hpctune.yaml: ranges widened at an edge and narrowed around the top-k,
+    negligible parameters frozen, phases ordered by importance, the pruner's warm-up raised where curves
+    become reliable. Each change is a comment at the top of the file."""
+    import yaml
+
+    from hpc_tune.report.advice import next_yaml
+    from hpc_tune.report.collect import summarize
+    from hpc_tune.study.records import atomic_write_text, read_trials
+
+    _refuse_password_in_argv(storage)
+    if output is not None and output.exists() and not force:
+        raise ConfigError("file exists; pass --force to overwrite it", output)
+    target = _target(study, storage, results, _loaded_for(study, config_path, storage, "next"))
+    summary = summarize(
+        target.opened.study,
+        read_trials(target.study_dir),
+        budget=target.budget,
+        config=target.config,
+        importance=importance,  # type: ignore[arg-type]
+    )
+    raw = None
+    if target.loaded is not None and target.loaded.path is not None:
+        raw = yaml.safe_load(target.loaded.path.read_text(encoding="utf-8"))
+    source = str(_shown(target.loaded.path)) if target.loaded is not None and target.loaded.path else None
+    text = next_yaml(summary, summary["recommendations"], raw, source=source)
+    if output is None:
+        click.echo(text, nl=False)
         return
-    click.echo(format_table(result.summary))
-    click.echo(f"summary: {result.summary_path}")
-    click.echo(f"trials:  {result.csv_path}")
+    atomic_write_text(output, text)
+    changes = summary["recommendations"]["changes"]
+    click.echo(
+        f"wrote {_shown(output)}: {len(changes)} change(s); review it, then: "
+        f"hpctune check -c {_shown(output)}"
+    )
 
 
 @cli.command()
@@ -411,31 +630,109 @@ def submit(config_path: Path, array: Any, dry_run: bool, out_dir: Path | None) -
 
 
 @cli.command()
-@click.argument("study", required=False)
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@study_argument
+@any_config_option
 @storage_option
-def status(study: str | None, config_path: Path | None, storage: str | None) -> None:
-    """Array tasks from squeue and trial counts by state."""
-    from hpc_tune.report.collect import load_study
-    from hpc_tune.slurm.submit import status as slurm_status
-    from hpc_tune.worker.local import study_counts
-
-    loaded = _loaded_for(study, config_path, storage)
-    if loaded is None:
-        raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune status")
-    c = loaded.config
-    counts = study_counts(load_study(resolve_storage(storage or c.storage, loaded.study_dir), c.study).study)
-    click.echo(
-        f"study {c.study}: {counts['finished']}/{c.trials} finished (COMPLETE {counts['COMPLETE']}, "
-        f"PRUNED {counts['PRUNED']}, FAIL {counts['FAIL']}, RUNNING {counts['RUNNING']}, "
-        f"WAITING {counts['WAITING']})"
-    )
-    jobs = slurm_status(loaded)
-    if not jobs.tasks:
-        click.echo(f"slurm: no job named {jobs.job_name} in squeue")
+@results_option
+@click.option(
+    "--watch", is_flag=True, help="Refresh until the budget is used and nothing runs (Ctrl-C stops)."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="With --watch: seconds between refreshes (default 10).",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="With --watch: refresh at most N times."
+)
+def status(
+    study: str | None,
+    config_path: Path | None,
+    storage: str | None,
+    results: Path,
+    watch: bool,
+    interval: float | None,
+    count: int | None,
+) -> None:
+    """Counts by state, running trials (epoch, host, task), throughput and ETA; with the study's config, its
+    current SLURM array too. Works from --storage or HPCTUNE_STORAGE alone."""
+    if (interval is not None or count is not None) and not watch:
+        raise click.UsageError("--interval and --count go with --watch")
+    _refuse_password_in_argv(storage)
+    loaded = _loaded_for(study, config_path, storage, "status")
+    opened = _target(study, storage, results, loaded).opened
+    if not watch:
+        click.echo(_status_text(opened, loaded)[1])
         return
-    states = ", ".join(f"{k} {v}" for k, v in sorted(jobs.by_state.items())) or "none"
-    click.echo(f"slurm: array tasks {states}; collector jobs {len(jobs.collectors)}")
+    _watch_status(opened, loaded, 10.0 if interval is None else interval, count)
+
+
+def _status_text(opened: Any, loaded: LoadedConfig | None) -> tuple[Any, str]:
+    """One look at the study (and, with its config, at squeue): the Progress and its text."""
+    import optuna
+
+    from hpc_tune.report.progress import format_progress, progress_of
+
+    if loaded is not None:
+        # Each refresh, as on opening: a worker that died mid-watch does not leave its trial RUNNING forever.
+        optuna.storages.fail_stale_trials(opened.study)
+    progress = progress_of(opened.study, budget=loaded.config.trials if loaded is not None else None)
+    slurm, note = _slurm_view(loaded, progress.array_job_ids)
+    text = format_progress(progress, slurm)
+    return progress, text + (f"\n{note}" if note else "")
+
+
+def _slurm_view(loaded: LoadedConfig | None, running_arrays: list[str]) -> tuple[Any, str | None]:
+    """The study's current array(s) from squeue; (None, None) without a config or without SLURM here, and a
+    note instead of an error when squeue is there but cannot answer (a status view must not fail for it)."""
+    if loaded is None:
+        return None, None
+    import shutil
+
+    from hpc_tune.errors import SlurmError
+    from hpc_tune.slurm.submit import status as slurm_status
+
+    if shutil.which("squeue") is None:
+        return None, None
+    try:
+        return slurm_status(loaded).current(running_arrays), None
+    except SlurmError as exc:
+        return None, f"slurm: squeue did not answer: {exc.what}"
+
+
+def _watch_status(opened: Any, loaded: LoadedConfig | None, interval: float, count: int | None) -> None:
+    """Refresh in place on a terminal (rich Live), or print each refresh after the last one when piped (a
+    log then holds the history). Ends when the study is done, after ``count`` refreshes, or on Ctrl-C."""
+    import time
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    live = Live(console=console, auto_refresh=False, transient=False) if console.is_terminal else None
+    shown = 0
+    try:
+        if live is not None:
+            live.start()
+        while True:
+            progress, text = _status_text(opened, loaded)
+            header = f"{datetime.now():%H:%M:%S}, every {interval:g} s (Ctrl-C stops)"
+            if live is not None:
+                live.update(Text(f"{header}\n{text}"), refresh=True)
+            else:
+                click.echo(("\n" if shown else "") + f"{header}\n{text}")
+            shown += 1
+            if progress.done or (count is not None and shown >= count):
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+    finally:
+        if live is not None:
+            live.stop()
 
 
 @cli.command()
@@ -459,9 +756,10 @@ def cancel(config_path: Path) -> None:
 
 
 @cli.command()
-@click.argument("study", required=False)
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@study_argument
+@any_config_option
 @storage_option
+@results_option
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -469,29 +767,30 @@ def cancel(config_path: Path) -> None:
     help="Address to listen on (keep it local; use an SSH tunnel from your laptop).",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-def dashboard(study: str | None, config_path: Path | None, storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the study's storage (live while the array runs)."""
+def dashboard(
+    study: str | None, config_path: Path | None, storage: str | None, results: Path, host: str, port: int
+) -> None:
+    """Serve optuna-dashboard on the study's storage (live while the array runs); from --storage or
+    HPCTUNE_STORAGE alone too."""
     try:
         from optuna_dashboard import run_server
     except ImportError:
         raise HpcTuneError(
             "optuna-dashboard is not installed: pip install 'hpc-tune[dashboard]'", "hpctune dashboard"
         ) from None
-    from hpc_tune.report.collect import load_study
-
-    loaded = _loaded_for(study, config_path, storage)
-    if loaded is None:
-        raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune dashboard")
-    spec = resolve_storage(storage or loaded.config.storage, loaded.study_dir)
-    opened = load_study(spec, loaded.config.study)
+    _refuse_password_in_argv(storage)
+    target = _target(study, storage, results, _loaded_for(study, config_path, storage, "dashboard"))
     click.echo(
-        f"dashboard for {loaded.config.study} ({spec.display}) on http://{host}:{port}/ — Ctrl-C stops it",
+        f"dashboard for {target.name} ({target.opened.spec.display}) on http://{host}:{port}/ "
+        "— Ctrl-C stops it",
         err=True,
     )
-    run_server(opened.storage, host=host, port=port)
+    run_server(target.opened.storage, host=host, port=port)
 
 
-def _loaded_for(study: str | None, config_path: Path | None, storage: str | None) -> LoadedConfig | None:
+def _loaded_for(
+    study: str | None, config_path: Path | None, storage: str | None, command: str = "collect"
+) -> LoadedConfig | None:
     """The config to use for a STUDY argument: the one given, or hpctune.yaml here if it names STUDY."""
     if config_path is not None:
         loaded = _load(config_path, storage)
@@ -509,7 +808,7 @@ def _loaded_for(study: str | None, config_path: Path | None, storage: str | None
         if loaded is not None and (study is None or loaded.config.study == study):
             return loaded
     if study is None:
-        raise StudyNotFoundError("name a STUDY or pass -c CONFIG", "hpctune collect")
+        raise StudyNotFoundError("name a STUDY or pass -c CONFIG", f"hpctune {command}")
     return None
 
 

@@ -75,6 +75,14 @@ class LaunchError(HpcTuneError):
     exit_code = 7
 
 
+class AllTrialsFailedError(HpcTuneError):
+    """Every finished trial of a study failed: the collector still wrote its summary and report (they say
+    why), and exits non-zero so that a pipeline or a dependent job does not go on as if there were a
+    result."""
+
+    exit_code = 8
+
+
 class TrialAbort(Exception):
     """Control flow from the train engine: stop this trial with ``reason`` and go on with the next one.
 

@@ -251,8 +251,25 @@ def test_collect_exact_output_and_files(tmp_path: Path) -> None:
         "     3      1        0.95       2  lr=0.002, opt=sgd\n"
         "     4      6        0.93       2  lr=0.02, opt=sgd\n"
         "     5      0        0.91       2  lr=0.01, opt=adamw\n"
+        "importance (ped_anova, 5 trials): lr 1.00, opt 0.00\n"
+        "warnings (2):\n"
+        "  ! few_complete: Only 5 complete trials for 2 parameters (at least 10 are needed): importance and "
+        "rankings are anecdotes.\n"
+        "    → run more trials (hpctune submit --trials), or search fewer parameters (phases)\n"
+        "  ! failures: 1 trial(s) failed (nonfinite_loss 1); 1 diverged early (non-finite values within 2 "
+        "epochs).\n"
+        "    → lower the upper bound of lr (now 0.1) below 0.09, the smallest value that diverged\n"
+        "recommended for the next study:\n"
+        "  note: ranges not narrowed and nothing frozen: 5 complete trial(s) are too few to trust "
+        "importance; run more trials first\n"
+        "next:\n"
+        "  hpctune rerun-top fixture --k 5 --seeds 3  # a single run per configuration: confirm the top "
+        "trials with more seeds before picking one\n"
+        "  hpctune next fixture -o next.yaml  # a next study from this one's space (no change recommended)\n"
         f"summary: {study_dir / 'summary.json'}\n"
         f"trials:  {study_dir / 'trials.csv'}\n"
+        f"digest:  {study_dir / 'summary.md'}\n"
+        f"report:  {study_dir / 'report.html'}\n"
     )
     summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["quarantined"] == [{"file": "trial-6.json", "why": summary["quarantined"][0]["why"]}]
@@ -298,7 +315,14 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("study t-digits: 4/4 finished")
-    assert lines[-2] == f"summary: {tmp_path / 'runs' / 't-digits' / 'summary.json'}"
+    study_dir = tmp_path / "runs" / "t-digits"
+    assert lines[-4:] == [
+        f"summary: {study_dir / 'summary.json'}",
+        f"trials:  {study_dir / 'trials.csv'}",
+        f"digest:  {study_dir / 'summary.md'}",
+        f"report:  {study_dir / 'report.html'}",
+    ]
+    assert (study_dir / "report.html").is_file() and (study_dir / "plots" / "history.png").is_file()
     data = yaml.safe_load((tmp_path / "runs" / "t-digits" / "summary.json").read_text())
     assert data["budget"] == {"trials": 4, "finished": 4, "retried": 0}
 
@@ -323,7 +347,9 @@ def test_collect_fails_trials_of_silent_dead_workers(tmp_path: Path, pg_url: str
     assert summary["reasons"] == {"heartbeat_stale": 1}
 
 
-def test_dashboard_serves_the_study(tmp_path: Path) -> None:
+@pytest.mark.parametrize("by", ["config", "name"])
+def test_dashboard_serves_the_study(tmp_path: Path, by: str) -> None:
+    """From the config, or (as collect and status) from the study's name and where its store is alone."""
     import socket
     import time
     import urllib.error
@@ -331,11 +357,12 @@ def test_dashboard_serves_the_study(tmp_path: Path) -> None:
     import urllib.request
 
     cfg = make_fixture_study(tmp_path)
+    where = ["-c", str(cfg)] if by == "config" else ["fixture", "--results", str(tmp_path / "runs")]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpc_tune", "dashboard", "-c", str(cfg), "--port", str(port)],
+        [sys.executable, "-m", "hpc_tune", "dashboard", *where, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,14 +12,22 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpc_tune.report.advice import recommend
+from hpc_tune.report.analysis import analyze
+from hpc_tune.report.confirmation import pooled_sd
+from hpc_tune.report.digest import next_steps
+from hpc_tune.report.html import ReportFiles, write_report
 from hpc_tune.study.budget import budget_state
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
+from hpc_tune.study.config import Config
+from hpc_tune.study.confirm import CONFIRMS_ATTR
 from hpc_tune.study.provenance import worker_of
+from hpc_tune.study.ranking import ranked_trials
 from hpc_tune.study.records import (
     SCHEMA_VERSION,
     LoadedTrials,
@@ -28,10 +36,18 @@ from hpc_tune.study.records import (
     now_iso,
     read_trials,
 )
-from hpc_tune.study.retries import retried_numbers
+from hpc_tune.study.retries import SEED_ATTR, retried_numbers
 from hpc_tune.study.shared import load_existing_study as load_study
 
-__all__ = ["Collected", "collect", "format_table", "load_study", "summarize", "trials_csv"]
+__all__ = [
+    "Collected",
+    "collect",
+    "every_trial_failed",
+    "format_table",
+    "load_study",
+    "summarize",
+    "trials_csv",
+]
 
 TOP_K = 5
 
@@ -41,6 +57,7 @@ class Collected:
     summary: dict[str, Any]
     summary_path: Path
     csv_path: Path
+    report: ReportFiles | None = None
 
 
 def reason_of(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> str | None:
@@ -74,11 +91,28 @@ def _row(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -
         "baseline": bool(trial.user_attrs.get("baseline")),
         "phase": trial.user_attrs.get(PHASE_ATTR),
         "promoted_from": trial.user_attrs.get(PROMOTED_ATTR),
+        "fidelity": (record or {}).get("fidelity"),
+        "seed": (record or {}).get("seed", trial.system_attrs.get(SEED_ATTR)),
     }
 
 
-def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None = None) -> dict[str, Any]:
-    trials = study.get_trials(deepcopy=False)
+def summarize(
+    study: optuna.Study,
+    loaded: LoadedTrials,
+    *,
+    budget: int | None = None,
+    config: Config | None = None,
+    importance: Literal["ped_anova", "fanova"] = "ped_anova",
+    confirmation: dict[str, Any] | None = None,
+    trials: list[FrozenTrial] | None = None,
+) -> dict[str, Any]:
+    """The summary of a study: counts, top-k, baseline, pruning, then the analysis (importance, warnings),
+    the confirmation runs when there are any, and the recommendations for the next study.
+
+    ``config`` is the study's own config when hpctune made it (phases and the space keep their form in the
+    recommendations); without it, everything comes from what Optuna recorded."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     rows = [_row(t, loaded.records.get(t.number), retried) for t in trials]
     counts = {s.name: 0 for s in TrialState}
@@ -92,9 +126,10 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
     ]
     complete.sort(key=lambda r: r["value"], reverse=maximize)
     # Screening values (a data subset, fewer epochs) are not comparable with full-fidelity ones: once trials
-    # were promoted, the ranking is theirs, and the screening ranking is reported beside it.
-    promoted = [r for r in complete if r["promoted_from"] is not None]
-    top = [_top_entry(r) for r in (promoted or complete)[:TOP_K]]
+    # were promoted, the ranking is theirs (ranked_trials), and the screening ranking is reported beside it.
+    row_of = {r["trial"]: r for r in rows}
+    direction = "maximize" if maximize else "minimize"
+    top = [_top_entry(row_of[t.number]) for t in ranked_trials(trials, direction)[:TOP_K]]
     extra: dict[str, Any] = {}
     if any(r["promoted_from"] is not None for r in rows):
         value_of = {r["trial"]: r["value"] for r in rows}
@@ -115,10 +150,12 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
     # The baseline's retry carries the mark too: report the run that stands (not a re-run FAIL).
     marked = [r for r in rows if r["baseline"]]
     baseline = next((r for r in reversed(marked) if not r["retried"]), marked[-1] if marked else None)
-    return {
+    summary = {
         "schema_version": SCHEMA_VERSION,
         "study": study.study_name,
-        "direction": "maximize" if maximize else "minimize",
+        "direction": direction,
+        # A confirmation study names the study it confirms: its summary is not confirmed again.
+        "confirms": study.user_attrs.get(CONFIRMS_ATTR),
         "metric": study.user_attrs.get("metric"),
         "generated_at": now_iso(),
         "budget": {"trials": total, "finished": state.finished, "retried": len(retried)},
@@ -132,8 +169,21 @@ def summarize(study: optuna.Study, loaded: LoadedTrials, *, budget: int | None =
         "pruning": _pruning(rows, loaded),
         **extra,
         "quarantined": loaded.quarantined,
-        "trials": rows,
+        "confirmation": confirmation,
     }
+    summary["analysis"] = analyze(
+        trials,
+        direction=summary["direction"],
+        records=loaded.records,
+        metric=summary["metric"],
+        study_attrs=study.user_attrs,
+        importance=importance,
+        top_k=TOP_K,
+        confirmation_sd=pooled_sd(confirmation),
+    )
+    summary["recommendations"] = recommend(summary, config)
+    summary["trials"] = rows
+    return summary
 
 
 def _pruning(rows: list[dict[str, Any]], loaded: LoadedTrials) -> dict[str, Any]:
@@ -159,7 +209,7 @@ def _pruning(rows: list[dict[str, Any]], loaded: LoadedTrials) -> dict[str, Any]
 
 
 def _top_entry(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("trial", "value", "params", "epochs", "best_epoch")}
+    return {k: row[k] for k in ("trial", "value", "params", "epochs", "best_epoch", "fidelity", "seed")}
 
 
 def _phases(rows: list[dict[str, Any]], study_attrs: dict[str, Any], maximize: bool) -> list[dict[str, Any]]:
@@ -205,6 +255,7 @@ def trials_csv(summary: dict[str, Any]) -> str:
         "baseline",
         "phase",
         "promoted_from",
+        "seed",
     ]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -218,13 +269,43 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def collect(study: optuna.Study, study_dir: Path, *, budget: int | None = None) -> Collected:
-    summary = summarize(study, read_trials(study_dir), budget=budget)
+def collect(
+    study: optuna.Study,
+    study_dir: Path,
+    *,
+    budget: int | None = None,
+    config: Config | None = None,
+    importance: Literal["ped_anova", "fanova"] = "ped_anova",
+    confirmation: dict[str, Any] | None = None,
+    report: bool = True,
+) -> Collected:
+    """Write summary.json and trials.csv, then the report (report.html, summary.md, plots/) beside them.
+
+    The summary is written first: a report that cannot be drawn never costs the numbers."""
+    loaded = read_trials(study_dir)
+    trials = study.get_trials(deepcopy=False)
+    summary = summarize(
+        study,
+        loaded,
+        budget=budget,
+        config=config,
+        importance=importance,
+        confirmation=confirmation,
+        trials=trials,
+    )
     summary_path = study_dir / "summary.json"
     csv_path = study_dir / "trials.csv"
     atomic_write_text(csv_path, trials_csv(summary))
     atomic_write_json(summary_path, summary)
-    return Collected(summary, summary_path, csv_path)
+    files = write_report(summary, trials, loaded.records, study_dir) if report else None
+    return Collected(summary, summary_path, csv_path, files)
+
+
+def every_trial_failed(summary: dict[str, Any]) -> bool:
+    """Nothing to report but failures: trials failed, none COMPLETE or PRUNED, and none still to run (a
+    failed trial's retry waiting or running means the study is not over)."""
+    c = summary["counts"]
+    return c["FAIL"] > 0 and c["COMPLETE"] == c["PRUNED"] == c["RUNNING"] == c["WAITING"] == 0
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -249,7 +330,7 @@ def format_table(summary: dict[str, Any]) -> str:
         )
     if not summary["top_k"]:
         lines.append("no completed trial yet")
-        return "\n".join(lines)
+        return "\n".join(lines + _advice_lines(summary))
     metric = summary.get("metric") or "value"
     best = summary["best"]
     lines.append(
@@ -266,7 +347,53 @@ def format_table(summary: dict[str, Any]) -> str:
     for rank, t in enumerate(summary["top_k"], start=1):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
         lines.append(f"  {rank:>4}  {t['trial']:>5}  {_fmt(t['value']):>10}  {t['epochs']:>6}  {params}")
-    return "\n".join(lines)
+    importance = (summary.get("analysis") or {}).get("importance") or {}
+    if importance.get("overall"):
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in list(importance["overall"].items())[:6])
+        lines.append(f"importance ({importance['evaluator']}, {importance['n_trials']} trials): {shares}")
+    elif importance.get("skipped"):
+        lines.append(f"importance: not computed ({importance['skipped']})")
+    lines.extend(_confirmation_lines(summary.get("confirmation"), metric))
+    return "\n".join(lines + _advice_lines(summary))
+
+
+def _confirmation_lines(confirmation: dict[str, Any] | None, metric: str) -> list[str]:
+    if not confirmation or not confirmation.get("configs"):
+        return []
+    lines = [f"confirmation ({confirmation['study']}, {confirmation['seeds']} seeds), by mean {metric}:"]
+    for c in sorted(confirmation["configs"], key=lambda c: c["rank_mean"] or 10**9):
+        spread = f" ± {_fmt(c['sd'])}" if c.get("sd") is not None else ""
+        mean = _fmt(c["mean"]) if c.get("mean") is not None else "-"
+        lines.append(
+            f"  trial {c['source_trial']:>5}: {mean}{spread} (n={c['n']}; "
+            f"single run {_fmt(c['single_value'])}, rank {c['rank_single']} → {c['rank_mean']})"
+        )
+    if confirmation.get("pick") is not None:
+        lines.append(f"  pick: trial {confirmation['pick']} (best mean over seeds)")
+    return lines
+
+
+def _advice_lines(summary: dict[str, Any]) -> list[str]:
+    """Warnings with their action, then what to change: the part of the summary a user acts on."""
+    lines: list[str] = []
+    warnings = (summary.get("analysis") or {}).get("warnings") or []
+    if warnings:
+        lines.append(f"warnings ({len(warnings)}):")
+        for w in warnings:
+            lines.append(f"  ! {w['code']}: {w['message']}")
+            if w.get("action"):
+                lines.append(f"    → {w['action']}")
+    else:
+        lines.append("warnings: none")
+    rec = summary.get("recommendations") or {}
+    changes = rec.get("changes") or []
+    if changes or rec.get("notes"):
+        lines.append("recommended for the next study:")
+        lines.extend(f"  {c['kind']} {c['param']}: {c['why']}" for c in changes)
+        lines.extend(f"  note: {n}" for n in rec.get("notes") or [])
+    lines.append("next:")
+    lines.extend(f"  {command}  # {why}" for command, why in next_steps(summary))
+    return lines
 
 
 def _fmt(value: Any) -> str:

@@ -10,7 +10,7 @@ import os
 import shlex
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +149,20 @@ class StudyStatus:
     @property
     def collectors(self) -> list[TaskState]:
         return [t for t in self.tasks if not t.is_array_task]
+
+    def current(self, running_array_ids: Iterable[str] = ()) -> StudyStatus:
+        """Only the arrays at work now: the newest array of the study, and those its RUNNING trials came
+        from (the parts of a split array run one after another, each recorded on its trials).
+
+        An older array's tasks (ended ones squeue still lists for MinJobAge, or an earlier submission)
+        would make the study look busier than it is; collectors are kept while they are queued or running.
+        """
+        arrays = {t.array_job_id for t in self.array_tasks}
+        keep = set(running_array_ids)
+        if arrays:
+            keep.add(max(arrays, key=lambda j: (len(j), j)))  # job ids are decimal: longer is newer
+        tasks = [t for t in self.tasks if (t.array_job_id in keep if t.is_array_task else t.active)]
+        return StudyStatus(study=self.study, job_name=self.job_name, tasks=tasks)
 
 
 def status(loaded: LoadedConfig) -> StudyStatus:
