@@ -39,6 +39,7 @@ started (benchmarks/_pg.py, max_connections 300); with it, the URL's role must b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -48,11 +49,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -224,31 +228,68 @@ def many_workers(pg, workers: int, trials: int, tmp: Path, timeout: float) -> bo
 
 
 # ----------------------------------------------------------------------------------------------- study build
-def build_study(url: str, study: str, n: int, seed: int) -> float:
-    """Create ``study`` with ``n`` COMPLETE trials written straight into Optuna's tables; returns seconds.
+@dataclass(frozen=True)
+class BuiltTrial:
+    """One finished trial to write with :func:`insert_trials`: parameters as (external value, distribution),
+    the value (None for PRUNED/FAIL), intermediate values by step, user attributes (stored as JSON)."""
+
+    state: str  # "COMPLETE", "PRUNED" or "FAIL"
+    params: dict[str, tuple[Any, BaseDistribution]]
+    value: float | None
+    intermediate: dict[int, float]
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.5  # datetime_complete - datetime_start
+
+
+def insert_trials(
+    url: str,
+    study: str,
+    trials: Sequence[BuiltTrial],
+    *,
+    direction: str = "minimize",
+    study_attrs: dict[str, Any] | None = None,
+) -> None:
+    """Create ``study`` and write ``trials`` (numbers 0..n-1) straight into Optuna's tables.
 
     Rows as ``study.add_trials`` writes them (inspected with psql, Optuna 5.0): trials (number in trial_id
     order, as Optuna's count_past_trials gives), trial_params (internal float repr + distribution JSON),
-    trial_values (objective 0, FINITE), trial_intermediate_values (steps 1..20, FINITE).
+    trial_values (objective 0), trial_intermediate_values, trial_user_attributes (JSON), with Optuna's own
+    stored representation of non-finite values. Trial i starts at i seconds after a base an hour before n.
     """
+    from optuna.storages._rdb.models import TrialIntermediateValueModel, TrialValueModel
     from psycopg2.extras import execute_values
 
-    start = time.perf_counter()
     storage = optuna.storages.RDBStorage(url)
-    optuna.create_study(study_name=study, storage=storage, direction="minimize")
+    created = optuna.create_study(study_name=study, storage=storage, direction=direction)
+    for key, attr in (study_attrs or {}).items():
+        created.set_user_attr(key, attr)
     storage.engine.dispose()
-    rng = random.Random(seed)
-    xs = [rng.uniform(LOW, HIGH) for _ in range(n)]
-    dist = optuna.distributions.distribution_to_json(optuna.distributions.FloatDistribution(LOW, HIGH))
+    n = len(trials)
     base = datetime.now() - timedelta(seconds=n + 3600)
+    dist_json: dict[int, str] = {}  # by id(distribution): trials usually share a few distribution objects
+
+    def as_json(dist: BaseDistribution) -> str:
+        if id(dist) not in dist_json:
+            dist_json[id(dist)] = optuna.distributions.distribution_to_json(dist)
+        return dist_json[id(dist)]
+
+    def stored(pair: tuple[float | None, Any]) -> tuple[float | None, str]:
+        return pair[0], pair[1].name  # the enum's name is what SQLAlchemy stores
+
     conn = pg_connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT study_id FROM studies WHERE study_name = %s", (study,))
             study_id = cur.fetchone()[0]
             rows = [
-                (i, study_id, "COMPLETE", base + timedelta(seconds=i), base + timedelta(seconds=i + 0.5))
-                for i in range(n)
+                (
+                    i,
+                    study_id,
+                    t.state,
+                    base + timedelta(seconds=i),
+                    base + timedelta(seconds=i + t.seconds),
+                )
+                for i, t in enumerate(trials)
             ]
             returned = execute_values(
                 cur,
@@ -265,25 +306,56 @@ def build_study(url: str, study: str, n: int, seed: int) -> float:
             execute_values(
                 cur,
                 "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) VALUES %s",
-                [(ids[i], "x", xs[i], dist) for i in range(n)],
+                [
+                    (ids[i], name, dist.to_internal_repr(value), as_json(dist))
+                    for i, t in enumerate(trials)
+                    for name, (value, dist) in t.params.items()
+                ],
                 page_size=1000,
             )
             execute_values(
                 cur,
                 "INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES %s",
-                [(ids[i], 0, xs[i], "FINITE") for i in range(n)],
+                [
+                    (ids[i], 0, *stored(TrialValueModel.value_to_stored_repr(t.value)))
+                    for i, t in enumerate(trials)
+                    if t.value is not None
+                ],
                 page_size=1000,
             )
             execute_values(
                 cur,
                 "INSERT INTO trial_intermediate_values "
                 "(trial_id, step, intermediate_value, intermediate_value_type) VALUES %s",
-                [(ids[i], s, xs[i] * s, "FINITE") for i in range(n) for s in range(1, BUILT_STEPS + 1)],
+                [
+                    (ids[i], step, *stored(TrialIntermediateValueModel.intermediate_value_to_stored_repr(v)))
+                    for i, t in enumerate(trials)
+                    for step, v in t.intermediate.items()
+                ],
                 page_size=2000,
+            )
+            execute_values(
+                cur,
+                "INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES %s",
+                [(ids[i], k, json.dumps(v)) for i, t in enumerate(trials) for k, v in t.user_attrs.items()],
+                page_size=1000,
             )
             cur.execute("ANALYZE")
     finally:
         conn.close()
+
+
+def build_study(url: str, study: str, n: int, seed: int) -> float:
+    """Create ``study`` with ``n`` COMPLETE trials (param x, value x, x * step at steps 1..20) written
+    straight into Optuna's tables; returns seconds."""
+    start = time.perf_counter()
+    rng = random.Random(seed)
+    dist = optuna.distributions.FloatDistribution(LOW, HIGH)
+    xs = [rng.uniform(LOW, HIGH) for _ in range(n)]
+    trials = [
+        BuiltTrial("COMPLETE", {"x": (x, dist)}, x, {s: x * s for s in range(1, BUILT_STEPS + 1)}) for x in xs
+    ]
+    insert_trials(url, study, trials, direction="minimize")
     return time.perf_counter() - start
 
 

@@ -24,6 +24,14 @@ _API = {
     "launch": "hpc_tune.slurm.launch",
     "Launched": "hpc_tune.slurm.launch",
     "report": "hpc_tune.worker.script_protocol",
+    "analyze": "hpc_tune.report.analysis",
+    "summarize": "hpc_tune.report.collect",
+    "collect": "hpc_tune.report.collect",
+    "collect_shared": "hpc_tune.report.collect",
+    "recommend": "hpc_tune.report.advice",
+    "next_yaml": "hpc_tune.report.advice",
+    "progress_of": "hpc_tune.report.progress",
+    "confirm_top": "hpc_tune.study.confirm",
     "HpcTuneError": "hpc_tune.errors",
     "ConfigError": "hpc_tune.errors",
     "SpaceError": "hpc_tune.errors",
@@ -34,6 +42,7 @@ _API = {
     "SlurmError": "hpc_tune.errors",
     "MetricsError": "hpc_tune.errors",
     "LaunchError": "hpc_tune.errors",
+    "AllTrialsFailedError": "hpc_tune.errors",
 }
 
 __all__ = ["__version__", *_API]

@@ -227,8 +227,7 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from hpc_tune.report.collect import collect, format_table
-    from hpc_tune.report.confirmation import load_confirmation
+    from hpc_tune.report.collect import collect_shared, format_table
     from hpc_tune.study.shared import open_study
     from hpc_tune.worker.local import first_worker_error, run_local
 
@@ -260,13 +259,7 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
         why = first_worker_error(report) or f"exit codes {report.failed_workers}"
         raise HpcTuneError(f"worker failed: {why}", report.logs[0].parent)
     shared = open_study(loaded, storage, with_heartbeat=False)
-    result = collect(
-        shared.study,
-        loaded.study_dir,
-        budget=c.trials,
-        config=c,
-        confirmation=load_confirmation(shared.storage, shared.study),
-    )
+    result = collect_shared(shared, loaded.study_dir, config=c)
     click.echo(format_table(result.summary))
     if report.recovered_trials:
         click.echo(f"recovered trials of killed workers: {report.recovered_trials} (retried)")
@@ -370,8 +363,7 @@ def collect_cmd(
     """Aggregate STUDY: summary.json, trials.csv, report.html, summary.md; print best, top-5, importance,
     warnings and what to change. Any Optuna study works, from --storage or HPCTUNE_STORAGE alone."""
     from hpc_tune.errors import AllTrialsFailedError
-    from hpc_tune.report.collect import collect, every_trial_failed, format_table
-    from hpc_tune.report.confirmation import load_confirmation
+    from hpc_tune.report.collect import collect_shared, every_trial_failed, format_table
 
     _refuse_password_in_argv(storage)
     loaded = _loaded_for(study, config_path, storage)
@@ -388,13 +380,11 @@ def collect_cmd(
             )
             return
     target = _target(study, storage, results, loaded)
-    result = collect(
-        target.opened.study,
+    result = collect_shared(
+        target.opened,
         target.study_dir,
-        budget=target.budget,
         config=target.config,
         importance=importance,  # type: ignore[arg-type]
-        confirmation=load_confirmation(target.opened.storage, target.opened.study),
     )
     if as_json:
         click.echo(json.dumps(result.summary, indent=2))
@@ -489,15 +479,14 @@ def rerun_top(
 
 def _show_confirmation(loaded: LoadedConfig, storage: str | None) -> None:
     """Collect the original study again, now with its confirmation, and print mean ± sd per configuration."""
-    from hpc_tune.report.collect import collect, load_study
-    from hpc_tune.report.confirmation import format_confirmation, load_confirmation
+    from hpc_tune.report.collect import collect_shared, load_study
+    from hpc_tune.report.confirmation import format_confirmation
 
     c = loaded.config
     opened = load_study(resolve_storage(storage or c.storage, loaded.study_dir), c.study)
-    confirmation = load_confirmation(opened.storage, opened.study)
-    result = collect(opened.study, loaded.study_dir, budget=c.trials, config=c, confirmation=confirmation)
-    if confirmation is not None:
-        click.echo(format_confirmation(confirmation))
+    result = collect_shared(opened, loaded.study_dir, config=c)
+    if result.summary["confirmation"] is not None:
+        click.echo(format_confirmation(result.summary["confirmation"]))
     click.echo(f"{c.study} collected again, with its confirmation:")
     _echo_paths(result)
 

@@ -65,6 +65,8 @@ def recommend(summary: Mapping[str, Any], config: Config | None = None) -> dict[
             continue
         if spec["type"] == "int":
             low, high = math.floor(low), math.ceil(high)
+        if (low, high) == (spec["low"], spec["high"]):
+            continue  # a hard limit (a fraction spanning [0, 1]): nothing to widen
         space[name] = {**spec, "low": low, "high": high}
         changes.append(
             {
@@ -102,7 +104,7 @@ def recommend(summary: Mapping[str, Any], config: Config | None = None) -> dict[
                         "to": value,
                     }
                 )
-    elif importance or analysis.get("importance", {}).get("skipped"):
+    elif (importance or analysis.get("importance", {}).get("skipped")) and not summary.get("confirms"):
         notes.append(
             f"ranges not narrowed and nothing frozen: {n_trials} complete trial(s) are too few to trust "
             "importance; run more trials first"

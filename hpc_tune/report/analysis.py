@@ -605,14 +605,29 @@ def _best_at_boundary(ctx: _Context, ranges: Mapping[str, dict[str, Any]]) -> li
         f"({d['top_k_near']} of the top {len(top)} there)"
         for name, d in flagged.items()
     ]
-    widen = ", ".join(
-        f"{name} to [{_fmt(d['suggested_low'])}, {_fmt(d['suggested_high'])}]" for name, d in flagged.items()
-    )
+    # A range that cannot grow (a fraction already spanning [0, 1], a log range down to its floor) is a
+    # hard limit: the warning still stands (the optimum may be the limit itself), the advice differs.
+    can_widen = {
+        n: d for n, d in flagged.items() if (d["suggested_low"], d["suggested_high"]) != (d["low"], d["high"])
+    }
+    limits = [n for n in flagged if n not in can_widen]
+    actions = []
+    if can_widen:
+        widen = ", ".join(
+            f"{name} to [{_fmt(d['suggested_low'])}, {_fmt(d['suggested_high'])}]"
+            for name, d in can_widen.items()
+        )
+        actions.append(f"widen {widen} and run more trials: the optimum is probably outside the range")
+    if limits:
+        actions.append(
+            f"{', '.join(limits)} already reach{'es' if len(limits) == 1 else ''} a hard limit: the best "
+            "value is the limit itself; check that the parameter does what you expect there"
+        )
     return [
         _warning(
             "best_at_boundary",
             f"The best trial (trial {best.number}) sits at the edge of the range: " + "; ".join(parts) + ".",
-            f"widen {widen} and run more trials: the optimum is probably outside the range",
+            "; ".join(actions),
             {"params": flagged},
         )
     ]
@@ -1025,7 +1040,8 @@ def _few_complete(ctx: _Context, ranges: Mapping[str, dict[str, Any]]) -> list[d
             "few_complete",
             f"Only {n} complete trials for {n_params} parameters (at least {needed} are needed): importance "
             "and rankings are anecdotes.",
-            "run more trials (hpctune submit --trials), or search fewer parameters (phases)",
+            "raise trials: and submit again (the study goes on where it stopped), or search fewer "
+            "parameters (phases)",
             {"complete": n, "params": n_params, "needed": needed},
         )
     ]

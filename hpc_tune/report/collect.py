@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpc_tune.report.advice import recommend
 from hpc_tune.report.analysis import analyze
-from hpc_tune.report.confirmation import pooled_sd
+from hpc_tune.report.confirmation import format_confirmation, load_confirmation, pooled_sd
 from hpc_tune.report.digest import next_steps
 from hpc_tune.report.html import ReportFiles, write_report
 from hpc_tune.study.budget import budget_state
@@ -37,11 +37,13 @@ from hpc_tune.study.records import (
     read_trials,
 )
 from hpc_tune.study.retries import SEED_ATTR, retried_numbers
+from hpc_tune.study.shared import SharedStudy
 from hpc_tune.study.shared import load_existing_study as load_study
 
 __all__ = [
     "Collected",
     "collect",
+    "collect_shared",
     "every_trial_failed",
     "format_table",
     "load_study",
@@ -156,6 +158,8 @@ def summarize(
         "direction": direction,
         # A confirmation study names the study it confirms: its summary is not confirmed again.
         "confirms": study.user_attrs.get(CONFIRMS_ATTR),
+        # hpctune records its budget on the studies it creates; a foreign study has no config to re-run from.
+        "hpctune_study": "trials" in study.user_attrs,
         "metric": study.user_attrs.get("metric"),
         "generated_at": now_iso(),
         "budget": {"trials": total, "finished": state.finished, "retried": len(retried)},
@@ -301,6 +305,27 @@ def collect(
     return Collected(summary, summary_path, csv_path, files)
 
 
+def collect_shared(
+    shared: SharedStudy,
+    study_dir: Path,
+    *,
+    config: Config | None = None,
+    importance: Literal["ped_anova", "fanova"] = "ped_anova",
+    report: bool = True,
+) -> Collected:
+    """``collect`` with what only the storage knows: the linked confirmation study (``rerun-top``), if any.
+    Every way of collecting (the CLI, ``run --local``, the collector job, ``hpc_tune.launch``) goes here."""
+    return collect(
+        shared.study,
+        study_dir,
+        budget=config.trials if config is not None else None,
+        config=config,
+        importance=importance,
+        confirmation=load_confirmation(shared.storage, shared.study),
+        report=report,
+    )
+
+
 def every_trial_failed(summary: dict[str, Any]) -> bool:
     """Nothing to report but failures: trials failed, none COMPLETE or PRUNED, and none still to run (a
     failed trial's retry waiting or running means the study is not over)."""
@@ -319,10 +344,15 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     p = summary["pruning"]
     if c["PRUNED"]:
-        lines.append(
+        line = (
             f"pruning: {c['PRUNED']} pruned, {p['epochs_spent']} of {p['epochs_if_unpruned']} epochs run "
             f"({p['saved_fraction']:.0%} saved)"
         )
+        # What it may have cost: pruned trials that were ahead of the eventual best at the epoch they stopped.
+        ahead = ((summary.get("analysis") or {}).get("pruning_cost") or {}).get("count") or 0
+        if ahead:
+            line += f"; {ahead} of them were ahead of the best trial at the epoch they were stopped"
+        lines.append(line)
     if summary["quarantined"]:
         lines.append(
             f"quarantined {len(summary['quarantined'])} file(s): "
@@ -353,24 +383,9 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"importance ({importance['evaluator']}, {importance['n_trials']} trials): {shares}")
     elif importance.get("skipped"):
         lines.append(f"importance: not computed ({importance['skipped']})")
-    lines.extend(_confirmation_lines(summary.get("confirmation"), metric))
+    if (summary.get("confirmation") or {}).get("configs"):
+        lines.append(format_confirmation(summary["confirmation"]))
     return "\n".join(lines + _advice_lines(summary))
-
-
-def _confirmation_lines(confirmation: dict[str, Any] | None, metric: str) -> list[str]:
-    if not confirmation or not confirmation.get("configs"):
-        return []
-    lines = [f"confirmation ({confirmation['study']}, {confirmation['seeds']} seeds), by mean {metric}:"]
-    for c in sorted(confirmation["configs"], key=lambda c: c["rank_mean"] or 10**9):
-        spread = f" ± {_fmt(c['sd'])}" if c.get("sd") is not None else ""
-        mean = _fmt(c["mean"]) if c.get("mean") is not None else "-"
-        lines.append(
-            f"  trial {c['source_trial']:>5}: {mean}{spread} (n={c['n']}; "
-            f"single run {_fmt(c['single_value'])}, rank {c['rank_single']} → {c['rank_mean']})"
-        )
-    if confirmation.get("pick") is not None:
-        lines.append(f"  pick: trial {confirmation['pick']} (best mean over seeds)")
-    return lines
 
 
 def _advice_lines(summary: dict[str, Any]) -> list[str]:

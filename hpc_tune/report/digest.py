@@ -42,8 +42,10 @@ def next_steps(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         ]
     steps: list[tuple[str, str]] = []
-    # A confirmation study is itself the re-run: it is not confirmed again.
-    if not summary.get("confirmation") and not summary.get("confirms"):
+    # A confirmation study is itself the re-run: it is not confirmed again. A study hpctune did not create
+    # has no config to re-run its trials from.
+    confirmable = summary.get("hpctune_study", True) and not summary.get("confirms")
+    if not summary.get("confirmation") and confirmable:
         k = min(RERUN_K, len(top))
         steps.append(
             (

@@ -165,7 +165,7 @@ class CollectTask:
         self.echo = echo  # the table for the collector job's log, as `hpctune collect` prints it
 
     def __call__(self) -> Collected:
-        from hpc_tune.report.collect import collect, format_table, load_study
+        from hpc_tune.report.collect import collect_shared, format_table, load_study
 
         loaded, config = self.loaded, self.loaded.config
         spec = resolve_storage(self.storage.resolve(), loaded.study_dir)
@@ -173,7 +173,7 @@ class CollectTask:
         opened = load_study(spec, config.study, config.worker, loaded.study_dir)
         if self.recover_local and spec.journal_path is not None:
             _fail_trials_of_dead_local_workers(opened, loaded)
-        result = collect(opened.study, loaded.study_dir, budget=config.trials)
+        result = collect_shared(opened, loaded.study_dir, config=config)
         if self.echo:
             print(format_table(result.summary), flush=True)
         return result

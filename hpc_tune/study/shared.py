@@ -89,7 +89,8 @@ def load_existing_study(
     if spec.journal_path is not None and not spec.journal_path.is_file():
         raise StudyNotFoundError(f"no study '{study_name}' (no embedded store)", spec.journal_path)
     storage = open_storage_for(spec, liveness, study_dir, liveness=liveness is not None)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    # Names only: get_all_study_summaries would read every trial of every study in the database.
+    names = [s.study_name for s in storage.get_all_studies()]
     if study_name not in names:
         known = f"; studies there: {', '.join(sorted(names)[:5])}" if names else ""
         raise StudyNotFoundError(f"no study '{study_name}'{known}", spec.display)

@@ -189,3 +189,10 @@ def test_next_yaml_of_a_study_hpctune_did_not_make_asks_for_the_task() -> None:
 def test_next_study_names_count_up() -> None:
     assert next_study_name("digits") == "digits-2"
     assert next_study_name("digits-2") == "digits-3"
+
+
+def test_a_range_at_a_hard_limit_is_not_recorded_as_widened() -> None:
+    summary = _summary(warnings=[_boundary("dropout", "high", 0.5, 0.0, 0.5)])
+    rec = recommend(summary)
+    assert rec["space"]["dropout"] == {"type": "float", "low": 0.0, "high": 0.5}
+    assert [c for c in rec["changes"] if c["param"] == "dropout"] == []

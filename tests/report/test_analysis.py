@@ -694,3 +694,20 @@ def test_a_confirmation_study_reports_its_failures_but_no_search_analysis() -> N
     assert codes(confirming) == ["failures"]
     assert "confirmation study" in confirming["importance"]["skipped"]
     assert confirming["ranges"] == plain["ranges"]
+
+
+def test_a_fraction_at_its_hard_limit_is_flagged_but_not_widened() -> None:
+    built = Built()
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "keep": FloatDistribution(0.0, 1.0)}
+    for i in range(12):
+        keep = 0.999 if i == 0 else 0.2 + 0.05 * i
+        built.add(
+            0.9 + 0.01 * keep,
+            params={"lr": 3e-3, "keep": keep},
+            dists=dists,
+            curve=rising_curve(0.9 + 0.01 * keep),
+        )
+    w = warning(built.analyze(), "best_at_boundary")
+    keep = w["details"]["params"]["keep"]
+    assert (keep["edge"], keep["suggested_low"], keep["suggested_high"]) == ("high", 0.0, 1.0)
+    assert "widen" not in w["action"] and "keep already reaches a hard limit" in w["action"]

@@ -44,6 +44,7 @@ def build_study(
     rng = random.Random(n)
     study = optuna.create_study(direction="maximize", study_name=study_dir.name)
     study.set_user_attr("metric", METRIC)
+    study.set_user_attr("trials", n)  # as hpctune records its budget on the studies it creates
     distributions = {"lr": DISTRIBUTIONS["lr"]} if one_param else DISTRIBUTIONS
     trials = []
     for number in range(n):
