@@ -53,6 +53,7 @@ from scipy import stats
 
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR
 from hpc_tune.study.confirm import CONFIRMS_ATTR
+from hpc_tune.study.ranking import ranked_trials
 from hpc_tune.study.retries import retried_numbers
 
 __all__ = [
@@ -198,7 +199,7 @@ class _Context:
     standing: list[FrozenTrial]
     complete: list[FrozenTrial]  # standing COMPLETE, finite value, best first
     population: list[FrozenTrial]  # complete at screening fidelity (not promoted), best first
-    ranking: list[FrozenTrial]  # what the collector ranks: promoted if any, else complete; best first
+    ranking: list[FrozenTrial]  # what the collector ranks (study/ranking.py); best first
     pruned: list[FrozenTrial]
     _curves: dict[int, dict[int, float]] = field(default_factory=dict)
 
@@ -219,7 +220,6 @@ class _Context:
         complete = [t for t in standing if t.state == TrialState.COMPLETE and _value(t) is not None]
         complete.sort(key=lambda t: -sign * _value(t))  # type: ignore[operator]
         population = [t for t in complete if PROMOTED_ATTR not in t.user_attrs]
-        promoted = [t for t in complete if PROMOTED_ATTR in t.user_attrs]
         return cls(
             trials=ordered,
             maximize=maximize,
@@ -229,7 +229,7 @@ class _Context:
             standing=standing,
             complete=complete,
             population=population,
-            ranking=promoted or complete,
+            ranking=ranked_trials(standing, "maximize" if maximize else "minimize"),
             pruned=[t for t in standing if t.state == TrialState.PRUNED],
         )
 
