@@ -143,7 +143,8 @@ def init(output: Path, force: bool) -> None:
 )
 def check(config_path: Path, dry_run: bool) -> None:
     """Validate the config, import the task, and warn about settings that waste trials."""
-    from hpc_tune.study.lint import lint
+    from hpc_tune.study.lint import lint, lint_against_study
+    from hpc_tune.study.shared import existing_study_attrs
     from hpc_tune.tasks.base import load_task
 
     loaded = _load(config_path)
@@ -151,6 +152,15 @@ def check(config_path: Path, dry_run: bool) -> None:
     # here, not a failure in every array task.
     load_task(loaded.config.task, loaded.root, has_space=loaded.config.space is not None)
     findings = lint(loaded.config)
+    try:
+        # A study submitted before: is this config still the one its trials ran with?
+        attrs = existing_study_attrs(
+            resolve_storage(loaded.config.storage, loaded.study_dir), loaded.config.study
+        )
+    except HpcTuneError:
+        attrs = None  # an unreachable database is the workers' problem; check warns about the config
+    if attrs is not None:
+        findings += lint_against_study(loaded.config, attrs)
     for finding in findings:
         click.echo(finding.line())
     c = loaded.config

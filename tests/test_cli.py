@@ -17,7 +17,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpc_tune.cli import cli
+from hpc_tune.study.config import load_config
 from hpc_tune.study.records import TrialRecord, write_trial
+from hpc_tune.study.shared import open_study
 from hpc_tune.study.storage import open_storage, resolve_storage
 from tests.conftest import write_config
 
@@ -55,6 +57,34 @@ def test_check_prints_warnings_then_ok(tmp_path: Path) -> None:
         "warning: space.lr: spans orders of magnitude; add 'log: true'\n"
         "ok: study t-digits, 1 parameter, 6 trials x 3 epochs, sampler tpe, pruner median, storage embedded "
         "(1 warning)\n"
+    )
+
+
+# write_config's space has 3 parameters every trial samples: 6 startup trials keep the TPE warning away
+TPE6 = {"type": "tpe", "seed": 1, "n_startup_trials": 6}
+
+
+def test_check_warns_when_epochs_changed_since_the_study_was_created(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, sampler=TPE6)
+    open_study(load_config(cfg), None, with_heartbeat=False)  # as the first worker of the first submit
+    write_config(tmp_path, sampler=TPE6, epochs=5)
+    code, out, _ = invoke("check", "-c", str(cfg))
+    assert code == 0
+    assert out == (
+        "warning: epochs: is 5 but study 't-digits' was created with trials of 3 epochs; trials of different "
+        "lengths would be ranked together: set it back to 3, or use a new study name\n"
+        "ok: study t-digits, 4 parameters, 6 trials x 5 epochs, sampler tpe, pruner median, storage embedded "
+        "(1 warning)\n"
+    )
+
+
+def test_check_does_not_need_the_database(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, sampler=TPE6, storage="postgresql+psycopg2://tuner@127.0.0.1:1/optuna")
+    code, out, err = invoke("check", "-c", str(cfg), env={**os.environ, "HPCTUNE_CONNECT_ATTEMPTS": "3"})
+    assert (code, err) == (0, "")
+    assert out == (
+        "ok: study t-digits, 4 parameters, 6 trials x 3 epochs, sampler tpe, pruner median, storage "
+        "postgresql+psycopg2://tuner@127.0.0.1:1/optuna\n"
     )
 
 

@@ -1,18 +1,30 @@
 """``hpctune check``: warnings about a VALID config that is still likely to waste GPU-hours.
 
 Hard errors live in config.py (a study cannot run with them); these are judgement calls from the field notes,
-so they are warnings with the key path and a suggested fix.
+so they are warnings with the key path and a suggested fix. ``lint`` sees the config only; what needs the
+study as it already is on the storage (epochs changed between submits) is ``lint_against_study``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from hpc_tune.study.config import Config
-from hpc_tune.study.space import FloatParam, grid_size
+import yaml
+
+from hpc_tune.study.config import CommandTask, Config
+from hpc_tune.study.shared import EPOCHS_ATTR
+from hpc_tune.study.space import CategoricalParam, FloatParam, grid_size
 
 # Parameters whose good values span orders of magnitude: a linear scale spends most trials on the top decade.
 LOG_SCALE_NAMES = ("lr", "learning_rate", "weight_decay", "wd", "eps", "l2", "alpha")
+# What an array task spends before its first epoch: python and torch imports, the database, the data.
+WORKER_START_S = 120
+# TPE's first model needs about this many random trials per parameter it models (Ax starts with 2 per
+# parameter too); fewer, and the "good" group it samples around is one lucky point.
+TPE_STARTUP_PER_PARAM = 2
 
 
 @dataclass(frozen=True)
@@ -77,16 +89,7 @@ def lint(config: Config) -> list[Finding]:
                 "slurm.gres", 'train options need a GPU but slurm.gres asks for none (e.g. gres: "gpu:1")'
             )
         )
-    if config.pruner.type in ("median", "patience") and config.pruner.n_warmup_steps == 0:
-        found.append(
-            Finding(
-                "pruner.n_warmup_steps",
-                "is 0: early epochs are noisy, curves that start slow "
-                "get pruned; use a few epochs of warm-up",
-            )
-        )
-    if config.pruner.type == "hyperband" and config.pruner.min_resource >= config.effective_epochs():
-        found.append(Finding("pruner.min_resource", "is not below the epochs run, so hyperband never prunes"))
+    found += _pruning_warmup(config)
     embedded = config.storage is None or config.storage in ("", "embedded")
     if embedded and "slurm" in config.model_fields_set:
         found.append(
@@ -96,4 +99,239 @@ def lint(config: Config) -> list[Finding]:
                 "than one task need PostgreSQL (render and submit refuse them)",
             )
         )
+    found += _hyperband_brackets(config)
+    found += _tpe_startup(config)
+    found += _fidelity_without_promotion(config)
+    found += _walltime(config)
+    found += _numbers_read_as_strings(config)
     return found
+
+
+def lint_against_study(config: Config, study_attrs: Mapping[str, Any]) -> list[Finding]:
+    """Warnings that need the study as it is on the storage (its user attributes): a config changed between
+    two submits of the same study."""
+    recorded = study_attrs.get(EPOCHS_ATTR)
+    epochs = config.effective_epochs()
+    if not isinstance(recorded, int) or recorded == epochs:
+        return []
+    key = (
+        "fidelity.epochs" if config.fidelity is not None and config.fidelity.epochs is not None else "epochs"
+    )
+    return [
+        Finding(
+            key,
+            f"is {epochs} but study '{config.study}' was created with trials of {recorded} epochs; trials of "
+            f"different lengths would be ranked together: set it back to {recorded}, or use a new study name",
+        )
+    ]
+
+
+def _pruning_warmup(config: Config) -> list[Finding]:
+    """Pruning that starts while the learning rate still warms up judges curves that say nothing yet;
+    pruning that starts at the last epoch never happens (the last epoch is a result, never pruned)."""
+    p = config.pruner
+    epochs = config.effective_epochs()
+    warmup = config.train.schedule.warmup_epochs
+    since_warmup = (
+        f"the learning rate still warms up for {warmup} epoch{'s' if warmup != 1 else ''} "
+        "(train.schedule.warmup_epochs) and curves say little before that"
+    )
+    if p.type in ("median", "patience"):
+        if p.n_warmup_steps >= epochs:
+            return [
+                Finding(
+                    "pruner.n_warmup_steps",
+                    f"is {p.n_warmup_steps} but trials run {epochs} epochs: the earliest prune is at epoch "
+                    f"{p.n_warmup_steps} and the last epoch is never pruned, so no trial ever is; set it "
+                    f"below {epochs}, or pruner.type: none",
+                )
+            ]
+        if p.n_warmup_steps < warmup < epochs:  # a warm-up as long as the run is another problem
+            return [
+                Finding(
+                    "pruner.n_warmup_steps",
+                    f"is {p.n_warmup_steps} but {since_warmup}; set n_warmup_steps to {warmup} or more",
+                )
+            ]
+        if p.n_warmup_steps == 0:
+            return [
+                Finding(
+                    "pruner.n_warmup_steps",
+                    "is 0: early epochs are noisy, curves that start slow get pruned; use a few epochs of "
+                    "warm-up",
+                )
+            ]
+    if p.type in ("hyperband", "sh"):
+        if p.min_resource >= epochs:
+            return [Finding("pruner.min_resource", f"is not below the epochs run, so {p.type} never prunes")]
+        if p.min_resource < warmup < epochs:
+            return [
+                Finding(
+                    "pruner.min_resource",
+                    f"is {p.min_resource} but {since_warmup}; set min_resource to {warmup} or more",
+                )
+            ]
+    return []
+
+
+def hyperband_brackets(min_resource: int, max_resource: int, reduction_factor: int) -> list[int]:
+    """The trials Optuna's HyperbandPruner allots to each bracket per round (its ratio of trials), as it
+    computes them: ``floor(log_eta(R / r)) + 1`` brackets, bracket s gets ``ceil(n * eta^s / (s + 1))``."""
+    n = math.floor(math.log(max_resource / min_resource, reduction_factor)) + 1
+    return [math.ceil(n * reduction_factor**s / (s + 1)) for s in range(n - 1, -1, -1)]
+
+
+def _hyperband_brackets(config: Config) -> list[Finding]:
+    """Optuna's HyperbandPruner lets the sampler see only the trials of the same bracket: TPE then runs its
+    random startup once per bracket (the pruner's documentation: 4 brackets x 10 startup trials)."""
+    p = config.pruner
+    epochs = config.effective_epochs()
+    if p.type != "hyperband" or p.min_resource >= epochs:
+        return []
+    brackets = hyperband_brackets(p.min_resource, epochs, p.reduction_factor)
+    setting = (
+        f"hyperband (min_resource {p.min_resource}, reduction_factor {p.reduction_factor}, {epochs} epochs) "
+        f"runs {len(brackets)} brackets"
+    )
+    fewer = "or use fewer brackets (a larger min_resource or reduction_factor)"
+    startup = config.sampler.n_startup_trials
+    if config.sampler.type == "tpe" and config.trials < len(brackets) * startup:
+        needed = len(brackets) * startup
+        return [
+            Finding(
+                "pruner",
+                f"{setting} and TPE learns from each bracket's trials only: {len(brackets)} x {startup} "
+                f"startup trials = {needed} random trials, but trials is {config.trials}; raise trials to "
+                f"{needed}, {fewer}",
+            )
+        ]
+    if config.trials < sum(brackets):
+        return [
+            Finding(
+                "pruner",
+                f"{setting}, which take {sum(brackets)} trials for one round "
+                f"({' + '.join(map(str, brackets))}), but trials is {config.trials}; raise trials to "
+                f"{sum(brackets)}, {fewer}",
+            )
+        ]
+    return []
+
+
+def _tpe_startup(config: Config) -> list[Finding]:
+    """A conditional parameter is not counted: it lies outside Optuna's intersection search space, so TPE
+    samples it on its own, not in the joint model the startup trials are for."""
+    if config.sampler.type != "tpe" or not config.space:
+        return []
+    modelled = [name for name, spec in config.space.items() if not spec.when]
+    needed = TPE_STARTUP_PER_PARAM * len(modelled)
+    startup = config.sampler.n_startup_trials
+    if startup >= needed:
+        return []
+    conditional = len(config.space) - len(modelled)
+    return [
+        Finding(
+            "sampler.n_startup_trials",
+            f"is {startup} but the space has {len(modelled)} parameter{'s' if len(modelled) != 1 else ''}"
+            + (f" (not counting {conditional} conditional)" if conditional else "")
+            + f": TPE's first model needs about {TPE_STARTUP_PER_PARAM} random trials per parameter; set "
+            f"n_startup_trials to {needed} or more",
+        )
+    ]
+
+
+def _fidelity_without_promotion(config: Config) -> list[Finding]:
+    """The field notes' trap: short, cheap trials mislead, so a winner picked on them alone is a guess."""
+    f = config.fidelity
+    if f is None or f.promote_top is not None:
+        return []
+    reduced: list[str] = []
+    if f.data_fraction < 1.0:
+        reduced.append(f"{f.data_fraction:.0%} of the data")
+    if f.epochs is not None and f.epochs < config.epochs:
+        reduced.append(f"{f.epochs} of {config.epochs} epochs")
+    if not reduced:
+        return []
+    fix = (
+        "re-run the best at full fidelity in a second study (phases cannot promote)"
+        if config.phases
+        else "set promote_top (e.g. 3) to re-run the best at full fidelity"
+    )
+    return [
+        Finding(
+            "fidelity.promote_top",
+            f"is not set: every trial runs at low fidelity ({', '.join(reduced)}) and the winner is picked "
+            f"from those runs alone; {fix}",
+        )
+    ]
+
+
+def slurm_time_seconds(time: str) -> int:
+    """A SLURM time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS; config-validated) in seconds."""
+    days, _, rest = time.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    if len(parts) == 3:
+        return parts[0] * 3600 + parts[1] * 60 + parts[2]
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 60
+
+
+def _walltime(config: Config) -> list[Finding]:
+    """SLURM sends USR2 ``signal_grace_s`` before the time limit and the worker hands its trial on: a task
+    whose limit leaves less than a worker's start-up before that signal never trains."""
+    s = config.slurm
+    walltime = slurm_time_seconds(s.time)
+    left = walltime - s.signal_grace_s
+    if left >= WORKER_START_S:
+        return []
+    return [
+        Finding(
+            "slurm.time",
+            f"is {s.time} ({walltime} s) and signal_grace_s is {s.signal_grace_s}: USR2 asks a worker to "
+            f"hand on {max(left, 0)} s after it starts, less than the ~{WORKER_START_S} s it needs to start "
+            "(imports, database, data); raise slurm.time or lower signal_grace_s",
+        )
+    ]
+
+
+def _numbers_read_as_strings(config: Config) -> list[Finding]:
+    """PyYAML follows YAML 1.1, where a float needs a dot: ``1e-05`` is the string '1e-05'. A choice that
+    YAML would read as a number unquoted (``"64"``) was quoted on purpose and is left alone. A command's
+    values become text anyway, so only tasks given Python values are concerned."""
+    if isinstance(config.task, CommandTask):
+        return []
+    found: list[Finding] = []
+    for name, spec in (config.space or {}).items():
+        if not isinstance(spec, CategoricalParam):
+            continue
+        strings = [c for c in spec.choices if isinstance(c, str) and _reads_as_string_but_is_a_number(c)]
+        if not strings:
+            continue
+        plural = len(strings) > 1
+        found.append(
+            Finding(
+                f"space.{name}.choices",
+                f"YAML reads {', '.join(strings)} as {'strings' if plural else 'a string'}, not "
+                f"{'numbers' if plural else 'a number'}, and the task gets {'them' if plural else 'it'} as "
+                f"text; write {', '.join(_yaml_number(c) for c in strings)} to get "
+                f"{'numbers' if plural else 'a number'}",
+            )
+        )
+    return found
+
+
+def _reads_as_string_but_is_a_number(text: str) -> bool:
+    try:
+        number = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(number) and isinstance(yaml.safe_load(text), str)
+
+
+def _yaml_number(text: str) -> str:
+    """The number as YAML writes it, so that YAML reads it back as a number (``1.0e-05``)."""
+    dumped: str = yaml.safe_dump(float(text))
+    return dumped.split("\n", 1)[0]

@@ -10,19 +10,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial
+from sqlalchemy.exc import SQLAlchemyError
 
-from hpc_tune.errors import StudyNotFoundError
+from hpc_tune.errors import StorageError, StorageUnavailableError, StudyNotFoundError
 from hpc_tune.study.config import LoadedConfig, WorkerConfig
 from hpc_tune.study.lock import study_lock
 from hpc_tune.study.recovery import StaleTrialHandler, fail_running_trials
 from hpc_tune.study.retrying import RetryingStorage
-from hpc_tune.study.storage import StorageSpec, open_storage, resolve_storage
+from hpc_tune.study.storage import StorageSpec, engine_kwargs, first_line, open_storage, resolve_storage
 from hpc_tune.study.strategy import make_pruner, make_sampler
 
 BASELINE_ATTR = "baseline"
+# The epochs the study's (unpromoted) trials run, set when the study is first opened and never overwritten:
+# `check` compares it with the config, since trials of different lengths would be ranked together.
+EPOCHS_ATTR = "epochs"
+# `check` looks the study up once and quickly: an outage is the workers' business, not a reason to wait.
+LOOKUP_DEADLINE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,10 +82,47 @@ def open_study(
             if not study.user_attrs.get("baseline_enqueued"):
                 study.enqueue_trial(dict(config.baseline), user_attrs={BASELINE_ATTR: True})
                 study.set_user_attr("baseline_enqueued", True)
-    if study.user_attrs.get("trials") != config.trials or study.user_attrs.get("metric") != config.metric:
+    attrs = study.user_attrs
+    if attrs.get("trials") != config.trials or attrs.get("metric") != config.metric:
         study.set_user_attr("trials", config.trials)
         study.set_user_attr("metric", config.metric)
+    if EPOCHS_ATTR not in attrs:
+        study.set_user_attr(EPOCHS_ATTR, config.effective_epochs())
     return SharedStudy(study, storage, spec)
+
+
+def existing_study_attrs(spec: StorageSpec, study_name: str) -> dict[str, Any] | None:
+    """The user attributes of the study, or None when there is none yet. Creates nothing (no journal file,
+    no Optuna tables in an empty database) and tries the database once, without waiting out an outage:
+    for ``check``, which ignores the StorageError an unreachable or unusable storage raises."""
+    if spec.journal_path is not None:
+        if not spec.journal_path.is_file():
+            return None
+    elif not _has_optuna_tables(spec):
+        return None
+    try:
+        storage = open_storage(spec, attempts=1, pool="none", retry_deadline_s=LOOKUP_DEADLINE_S)
+        try:
+            study_id = storage.get_study_id_from_name(study_name)
+        except KeyError:
+            return None
+        return storage.get_study_user_attrs(study_id)
+    except (SQLAlchemyError, RuntimeError, OSError) as exc:  # e.g. tables of another Optuna version
+        raise StorageError(f"cannot read the study: {first_line(exc, spec.url)}", spec.display) from None
+
+
+def _has_optuna_tables(spec: StorageSpec) -> bool:
+    """Whether the database holds Optuna's tables (opening RDBStorage would create them)."""
+    assert spec.url is not None
+    engine = sqlalchemy.create_engine(spec.url, **engine_kwargs(spec, "none"))
+    try:
+        return sqlalchemy.inspect(engine).has_table("studies")
+    except SQLAlchemyError as exc:
+        raise StorageUnavailableError(
+            f"cannot reach the study database: {first_line(exc, spec.url)}", spec.display
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def load_existing_study(

@@ -142,7 +142,14 @@ def test_lint_findings() -> None:
         )
     )
     keys = [f.key for f in lint(c)]
-    assert keys == ["space.lr", "space.weight_decay", "train.schedule.t_max", "fidelity", "slurm.gres"]
+    assert keys == [
+        "space.lr",
+        "space.weight_decay",
+        "train.schedule.t_max",
+        "fidelity",
+        "slurm.gres",
+        "fidelity.promote_top",  # screening at 30 % of the data with nothing re-run at full fidelity
+    ]
     grid = parse_config(
         cfg(
             space={
