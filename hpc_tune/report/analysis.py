@@ -54,6 +54,7 @@ from scipy import stats
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR
 from hpc_tune.study.confirm import CONFIRMS_ATTR
 from hpc_tune.study.ranking import ranked_trials
+from hpc_tune.study.reliable_pruning import first_reliable, spearman, spearman_by_epoch
 from hpc_tune.study.retries import retried_numbers
 
 __all__ = [
@@ -461,22 +462,15 @@ def rank_correlation(
 ) -> dict[str, Any] | None:
     """Spearman between each epoch's metric and the final value over the complete trials that reached it;
     ``reliable_from`` is the first epoch from which it stays >= 0.8. ``curve(trial)`` gives epoch -> value."""
-    curves = [(curve(t), _value(t)) for t in complete]
-    epochs = sorted({e for c, _ in curves for e in c})
-    by_epoch = []
-    for epoch in epochs:
-        pairs = [(c[epoch], final) for c, final in curves if epoch in c]
-        if len(pairs) >= MIN_RANK_TRIALS:
-            r = _spearman([p[0] for p in pairs], [p[1] for p in pairs])
-            by_epoch.append({"epoch": epoch, "spearman": None if r is None else round(r, 4), "n": len(pairs)})
+    measured = spearman_by_epoch([(curve(t), _value(t)) for t in complete], min_trials=MIN_RANK_TRIALS)
+    by_epoch = [
+        {"epoch": epoch, "spearman": None if r is None else round(r, 4), "n": n} for epoch, r, n in measured
+    ]
     pruned_at = Counter(max(c) for c in (curve(t) for t in pruned) if c)
     if not by_epoch:
         return None
-    reliable_from = None
-    for entry in reversed(by_epoch):
-        if entry["spearman"] is None or entry["spearman"] < RANK_THRESHOLD:
-            break
-        reliable_from = entry["epoch"]
+    # The same rule the pruner with `n_warmup_steps: auto` applies while the study runs.
+    reliable_from = first_reliable(measured, RANK_THRESHOLD)
     return {
         "threshold": RANK_THRESHOLD,
         "by_epoch": by_epoch,
@@ -1163,12 +1157,8 @@ def _int(value: Any) -> int | None:
 
 
 def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    if len(xs) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = float(stats.spearmanr(xs, ys).statistic)
-    return round(r, 4) if math.isfinite(r) else None
+    r = spearman(xs, ys)
+    return None if r is None else round(r, 4)
 
 
 def _fmt(value: Any) -> str:

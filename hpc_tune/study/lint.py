@@ -136,7 +136,7 @@ def _pruning_warmup(config: Config) -> list[Finding]:
         f"the learning rate still warms up for {warmup} epoch{'s' if warmup != 1 else ''} "
         "(train.schedule.warmup_epochs) and curves say little before that"
     )
-    if p.type in ("median", "patience"):
+    if p.type in ("median", "patience") and p.n_warmup_steps != "auto":  # auto: measured while it runs
         if p.n_warmup_steps >= epochs:
             return [
                 Finding(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import optuna
 
 from hpc_tune.study.config import Config
+from hpc_tune.study.reliable_pruning import MIN_COMPLETE, ReliableEpochPruner
 
 
 def make_sampler(config: Config, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -48,7 +49,17 @@ def make_pruner(config: Config) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=p.min_resource, reduction_factor=p.reduction_factor
         )
-    median = optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    median: optuna.pruners.BasePruner
+    if p.n_warmup_steps == "auto":
+        # The median acts only from the epoch the study's own curves show to be reliable.
+        median = ReliableEpochPruner(
+            optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=0),
+            min_complete=max(p.n_startup_trials, MIN_COMPLETE),
+        )
+    else:
+        median = optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
     if p.type == "patience":
         return optuna.pruners.PatientPruner(median, patience=p.patience)
     return median
