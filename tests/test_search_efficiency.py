@@ -1,0 +1,184 @@
+"""The replay machinery of benchmarks/search_efficiency.py on a tiny synthetic table: what a search is
+charged, when it counts as having found a good configuration, and that asynchronous workers count every
+epoch once.
+
+The benchmark's figures are only as good as this bookkeeping: a pruned trial charged its full epochs would
+hide the whole point of pruning, and an epoch counted twice by overlapping workers would make parallel
+search look worse than it is."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pytest
+
+from benchmarks.search_efficiency import (
+    Point,
+    Replay,
+    Strategy,
+    Table,
+    epochs_to_target,
+    regret_at,
+    run_repetition,
+    strategies,
+)
+
+EPOCHS = 8
+FINAL = {  # lr -> final val_acc at full data: 1e-2 is best; 3e-2 is within 0.5 % of it, 1e-3 is not
+    1e-3: 0.8946,
+    1e-2: 0.9,
+    3e-2: 0.8964,
+    1e-1: 0.5,
+}
+
+
+def _curve(final: float, epochs: int, late: bool) -> list[float]:
+    """Rises to ``final``; a late starter is lowest early, so a median pruner stops it."""
+    shape = [(e / epochs) ** (3 if late else 0.5) for e in range(1, epochs + 1)]
+    return [round(0.1 + (final - 0.1) * s, 4) for s in shape]
+
+
+def synthetic_table() -> Table:
+    configs: list[dict[str, Any]] = []
+    for lr, final in FINAL.items():
+        for optimizer in ("adamw", "sgd"):
+            penalty = 0.0 if optimizer == "adamw" else 0.2
+            late = lr == 1e-3
+            full = [_curve(final - penalty, EPOCHS, late), _curve(final - penalty, EPOCHS, late)]
+            if lr == 1e-1:
+                full[1] = full[1][:3]  # diverges in epoch 4 with seed 1
+            configs.append(
+                {
+                    "params": {"lr": lr, "optimizer": optimizer},
+                    "full": full,
+                    "short": [_curve(final - penalty, EPOCHS // 4, late)] * 2,
+                    "subset": [_curve(final - penalty - 0.05, EPOCHS, late)] * 2,
+                }
+            )
+    return Table.from_dict(
+        {
+            "direction": "maximize",
+            "epochs": EPOCHS,
+            "short_epochs": EPOCHS // 4,
+            "data_fraction": 0.5,
+            "seeds": [0, 1],
+            "chance": 0.1,
+            "grid": {"lr": list(FINAL), "optimizer": ["adamw", "sgd"]},
+            "space": {
+                "lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+                "optimizer": {"type": "categorical", "choices": ["adamw", "sgd"]},
+            },
+            "configs": configs,
+        }
+    )
+
+
+def aggressive(name: str = "random + median", fidelity: str = "full") -> Strategy:
+    return Strategy(
+        name,
+        lambda rep, worker: optuna.samplers.RandomSampler(seed=100 * rep + worker),
+        lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        fidelity,
+    )
+
+
+def config_of(table: Table, lr: float, optimizer: str = "adamw") -> int:
+    return table.params.index({"lr": lr, "optimizer": optimizer})
+
+
+def reported_epochs(study: optuna.Study) -> dict[int, int]:
+    return {t.number: len(t.intermediate_values) for t in study.get_trials(deepcopy=False)}
+
+
+def test_a_pruned_trial_costs_only_the_epochs_it_ran() -> None:
+    table = synthetic_table()
+    replay = Replay(table, aggressive(), rep=0, workers=1)
+    result = replay.run(cap=30 * EPOCHS, enough=30 * EPOCHS)
+
+    pruned = [r for r in result.trials if r.state == "PRUNED"]
+    assert pruned, "the median pruner should stop the late starters"
+    assert all(r.epochs_run < EPOCHS for r in pruned)
+    reported = reported_epochs(replay.workers[0].study)
+    for run in result.trials:
+        # Diverged trials pay the epoch that produced no value; every other epoch was reported exactly once.
+        assert reported[run.number] == run.epochs_run - (1 if run.state == "FAIL" else 0)
+    assert result.spent == pytest.approx(sum(r.epochs_run for r in result.trials))
+    assert result.spent < EPOCHS * len(result.trials)
+
+
+def test_a_subset_epoch_costs_its_data_fraction() -> None:
+    table = synthetic_table()
+    result = Replay(table, aggressive("screening", "subset"), rep=1, workers=1).run(12 * EPOCHS, 12 * EPOCHS)
+    assert result.spent == pytest.approx(0.5 * sum(r.epochs_run for r in result.trials))
+
+
+def test_within_half_a_percent_is_the_target_and_regret_reads_the_pick_at_the_budget() -> None:
+    table = synthetic_table()
+    assert table.best == pytest.approx(0.9)
+    far, near, best = config_of(table, 1e-3), config_of(table, 3e-2), config_of(table, 1e-2)
+    assert not table.within_target(far)  # 0.6 % below the best
+    assert table.within_target(near)  # 0.4 % below
+    points = [Point(10, far), Point(20, near), Point(30, far), Point(40, best)]
+    assert epochs_to_target(points, table) == 20
+    assert epochs_to_target([Point(10, far)], table) == math.inf
+    assert regret_at(points, table, 35) == pytest.approx(0.9 - 0.8946)
+    assert regret_at(points, table, 25) == pytest.approx(0.9 - 0.8964)
+    assert math.isnan(regret_at(points, table, 5))
+
+
+def test_a_diverged_seed_counts_as_chance_in_the_truth() -> None:
+    table = synthetic_table()
+    assert table.truth[config_of(table, 1e-1)] == pytest.approx((0.5 + 0.1) / 2)
+
+
+def test_the_trap_pays_for_training_its_winner_fully() -> None:
+    table = synthetic_table()
+    trap = next(s for s in strategies(table) if "trap" in s.name)
+    result = Replay(table, trap, rep=2, workers=1).run(20 * EPOCHS, 20 * EPOCHS)
+    assert all(r.epochs_run == EPOCHS // 4 for r in result.trials)
+    # Every moment's cost is the short trials so far plus one whole training of the winner.
+    assert result.points[0].cost >= EPOCHS // 4 + EPOCHS
+    assert all((p.cost - EPOCHS) % (EPOCHS // 4) == 0 for p in result.points)
+
+
+def test_four_asynchronous_workers_count_every_epoch_once() -> None:
+    table = synthetic_table()
+    replay = Replay(table, aggressive(), rep=3, workers=4)
+    result = replay.run(cap=40 * EPOCHS, enough=40 * EPOCHS)
+
+    assert result.max_running == 4
+    assert len({r.number for r in result.trials}) == len(result.trials)
+    reported = reported_epochs(replay.workers[0].study)  # one storage: every worker's trials
+    assert set(reported) == {r.number for r in result.trials}
+    for run in result.trials:
+        assert reported[run.number] == run.epochs_run - (1 if run.state == "FAIL" else 0)
+    assert result.spent == pytest.approx(sum(r.epochs_run for r in result.trials))
+    # Costs of the picks only grow: each moment is later than the one before.
+    costs = [p.cost for p in result.points]
+    assert costs == sorted(costs)
+
+
+def test_hpctune_phases_run_exactly_their_campaign_with_four_workers() -> None:
+    table = synthetic_table()
+    phases = next(s for s in strategies(table) if s.campaign is not None)
+    assert phases.campaign is not None
+    campaign = phases.campaign.model_copy(update={"trials": 9})
+    replay = Replay(table, phases, rep=0, workers=4, campaign=campaign)
+    result = replay.run(cap=1000 * EPOCHS, enough=1000 * EPOCHS)
+    assert result.finished
+    assert len(result.trials) == 9
+    trials = replay.workers[0].study.get_trials(deepcopy=False)
+    by_phase = [sum(1 for t in trials if t.user_attrs.get("phase") == p) for p in (1, 2)]
+    assert by_phase == [4, 5]
+    # Phase 2 tunes only the optimizer: lr is pinned to phase 1's best.
+    assert len({t.params["lr"] for t in trials if t.user_attrs.get("phase") == 2}) == 1
+
+
+def test_a_repetition_gives_both_figures() -> None:
+    table = synthetic_table()
+    default = next(s for s in strategies(table) if s.name.startswith("hpctune default"))
+    figures = run_repetition(table, default, rep=0, workers=1, cap=40 * EPOCHS, budgets=(5 * EPOCHS,))
+    assert figures["epochs_to_target"] > 0
+    assert not math.isnan(figures["regret"][5 * EPOCHS])
