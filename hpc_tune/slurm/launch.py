@@ -32,7 +32,7 @@ from hpc_tune.errors import ConfigError, HpcTuneError, LaunchError, SlurmError, 
 from hpc_tune.slurm.array_spec import ArraySpec
 from hpc_tune.slurm.commands import job_name_for, max_array_size
 from hpc_tune.slurm.render import _OWNED_OPTIONS, _check_setup, check_no_password, refuse_embedded_array
-from hpc_tune.study.config import Config, LoadedConfig, load_config, parse_config
+from hpc_tune.study.config import Config, LoadedConfig, load_config, parse_config, slurm_time_seconds
 from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.shared import SharedStudy, fail_running
 from hpc_tune.study.storage import WORKERS_ENV, resolve_storage
@@ -350,18 +350,7 @@ def slurm_minutes(time: str) -> int:
     """A SLURM time limit (the config's ``slurm.time``) in whole minutes, rounded up as SLURM does.
 
     submitit needs minutes: its USR2 handler computes with them (a string breaks it)."""
-    days, _, rest = time.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
-        h, m, s = (parts + [0, 0])[:3]
-        seconds = int(days) * 86400 + h * 3600 + m * 60 + s
-    elif len(parts) == 3:
-        seconds = parts[0] * 3600 + parts[1] * 60 + parts[2]
-    elif len(parts) == 2:
-        seconds = parts[0] * 60 + parts[1]
-    else:
-        seconds = parts[0] * 60
-    return max(1, math.ceil(seconds / 60))
+    return max(1, math.ceil(slurm_time_seconds(time) / 60))
 
 
 def _extra_sbatch(lines: Sequence[str]) -> dict[str, Any]:

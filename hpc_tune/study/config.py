@@ -120,6 +120,21 @@ _SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
 _SAFE_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:=/+@%-]+$")
 
 
+def slurm_time_seconds(time: str) -> int:
+    """A SLURM time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, as ``slurm.time`` validates it)
+    in seconds: the one parser behind `check`'s walltime warning and the minutes submitit is given."""
+    days, _, rest = time.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    if len(parts) == 3:
+        return parts[0] * 3600 + parts[1] * 60 + parts[2]
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 60
+
+
 class SlurmConfig(_Strict):
     partition: str | None = None
     account: str | None = None

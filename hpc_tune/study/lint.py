@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from hpc_tune.study.config import CommandTask, Config
+from hpc_tune.study.config import CommandTask, Config, slurm_time_seconds
 from hpc_tune.study.shared import EPOCHS_ATTR
 from hpc_tune.study.space import CategoricalParam, FloatParam, grid_size
 
@@ -263,20 +263,6 @@ def _fidelity_without_promotion(config: Config) -> list[Finding]:
             f"from those runs alone; {fix}",
         )
     ]
-
-
-def slurm_time_seconds(time: str) -> int:
-    """A SLURM time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS; config-validated) in seconds."""
-    days, _, rest = time.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if days:
-        hours, minutes, seconds = (parts + [0, 0])[:3]
-        return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
-    if len(parts) == 3:
-        return parts[0] * 3600 + parts[1] * 60 + parts[2]
-    if len(parts) == 2:
-        return parts[0] * 60 + parts[1]
-    return parts[0] * 60
 
 
 def _walltime(config: Config) -> list[Finding]:
