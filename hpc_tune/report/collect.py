@@ -22,7 +22,7 @@ from hpc_tune.report.analysis import analyze
 from hpc_tune.report.confirmation import format_confirmation, load_confirmation, pooled_sd
 from hpc_tune.report.digest import next_steps
 from hpc_tune.report.html import ReportFiles, write_report
-from hpc_tune.study.budget import budget_state
+from hpc_tune.study.budget import budget_state, counts_by_state
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
 from hpc_tune.study.config import Config
 from hpc_tune.study.confirm import CONFIRMS_ATTR
@@ -117,9 +117,7 @@ def summarize(
         trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     rows = [_row(t, loaded.records.get(t.number), retried) for t in trials]
-    counts = {s.name: 0 for s in TrialState}
-    for t in trials:
-        counts[t.state.name] += 1
+    counts = counts_by_state(trials)
     total = budget or int(study.user_attrs.get("trials") or len(trials))
     state = budget_state(trials, total)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpc_tune.study.budget import FINISHED, counted_trials
+from hpc_tune.study.budget import FINISHED, counted_trials, counts_by_state
 from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.retries import retried_numbers
 
@@ -111,9 +111,7 @@ def progress_of(
     if budget is None:
         recorded = study.user_attrs.get("trials")
         budget = int(recorded) if recorded else None
-    counts = {s.name: 0 for s in TrialState}
-    for t in trials:
-        counts[t.state.name] += 1
+    counts = counts_by_state(trials)
     counted = counted_trials(trials)
     finished = [t for t in counted if t.state in FINISHED]
     span = _span(trials, now, window)

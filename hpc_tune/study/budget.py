@@ -52,6 +52,14 @@ class BudgetState:
         return self.finished >= self.total and self.running == 0 and self.waiting == 0
 
 
+def counts_by_state(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Every state's name with its number of trials (zeros included), as status, run and collect show them."""
+    counts = {s.name: 0 for s in TrialState}
+    for t in trials:
+        counts[t.state.name] += 1
+    return counts
+
+
 def budget_state(trials: list[FrozenTrial], total: int) -> BudgetState:
     counted = counted_trials(trials)
     return BudgetState(

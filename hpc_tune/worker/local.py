@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
-from hpc_tune.study.budget import budget_state
+from hpc_tune.study.budget import budget_state, counts_by_state
 from hpc_tune.study.config import LoadedConfig
 from hpc_tune.study.provenance import worker_of
 from hpc_tune.study.shared import SharedStudy, fail_running, open_study
@@ -137,9 +136,7 @@ def _recover(shared: SharedStudy, loaded: LoadedConfig, pid: int, host: str) -> 
 
 def study_counts(study: optuna.Study) -> dict[str, int]:
     trials = study.get_trials(deepcopy=False)
-    counts = {s.name: 0 for s in TrialState}
-    for t in trials:
-        counts[t.state.name] += 1
+    counts = counts_by_state(trials)
     total = study.user_attrs.get("trials")
     state = budget_state(trials, int(total) if total else len(trials))
     counts["finished"] = state.finished
