@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from hpc_tune.report.formatting import fmt
 from hpc_tune.study.config import Config, parse_config
 
 __all__ = ["next_config", "next_study_name", "next_yaml", "recommend"]
@@ -72,8 +73,8 @@ def recommend(summary: Mapping[str, Any], config: Config | None = None) -> dict[
             {
                 "param": name,
                 "kind": "widen",
-                "why": f"best {_fmt(edge.get('best'))} at the {edge.get('edge')} edge of "
-                f"[{_fmt(spec['low'])}, {_fmt(spec['high'])}]",
+                "why": f"best {fmt(edge.get('best'))} at the {edge.get('edge')} edge of "
+                f"[{fmt(spec['low'])}, {fmt(spec['high'])}]",
                 "from": [spec["low"], spec["high"]],
                 "to": [low, high],
             }
@@ -99,8 +100,7 @@ def recommend(summary: Mapping[str, Any], config: Config | None = None) -> dict[
                     {
                         "param": name,
                         "kind": "freeze",
-                        "why": f"importance {share:.3f} (negligible): fixed at the best trial's "
-                        f"{_fmt(value)}",
+                        "why": f"importance {share:.3f} (negligible): fixed at the best trial's {fmt(value)}",
                         "to": value,
                     }
                 )
@@ -213,15 +213,11 @@ def _narrow(name: str, spec: dict[str, Any], values: list[Any]) -> dict[str, Any
     return {
         "param": name,
         "kind": "narrow",
-        "why": f"the top {len(values)} lie in [{_fmt(lo)}, {_fmt(hi)}]",
+        "why": f"the top {len(values)} lie in [{fmt(lo)}, {fmt(hi)}]",
         "from": [spec["low"], spec["high"]],
         "to": [new_low, new_high],
         "spec": {**spec, "low": new_low, "high": new_high},
     }
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _round(x: float) -> float | int:

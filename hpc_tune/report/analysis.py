@@ -51,6 +51,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
+from hpc_tune.report.formatting import fmt
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR
 from hpc_tune.study.confirm import CONFIRMS_ATTR
 from hpc_tune.study.ranking import ranked_trials
@@ -551,8 +552,8 @@ def _baseline_beats_tuned(ctx: _Context) -> list[dict[str, Any]]:
     return [
         _warning(
             "baseline_beats_tuned",
-            f"The baseline (trial {base.number}, {_fmt(value)}) is at least as good as the best tuned trial "
-            f"(trial {best.number}, {_fmt(best_value)}) after {len(others)} tuned trials.",
+            f"The baseline (trial {base.number}, {fmt(value)}) is at least as good as the best tuned trial "
+            f"(trial {best.number}, {fmt(best_value)}) after {len(others)} tuned trials.",
             "keep the baseline; widen or move the search space around it, and check that the metric and its "
             "direction are what you meant",
             {
@@ -595,7 +596,7 @@ def _best_at_boundary(ctx: _Context, ranges: Mapping[str, dict[str, Any]]) -> li
     if not flagged:
         return []
     parts = [
-        f"{name}={_fmt(d['best'])} at its {d['edge']} edge [{_fmt(d['low'])}, {_fmt(d['high'])}] "
+        f"{name}={fmt(d['best'])} at its {d['edge']} edge [{fmt(d['low'])}, {fmt(d['high'])}] "
         f"({d['top_k_near']} of the top {len(top)} there)"
         for name, d in flagged.items()
     ]
@@ -608,7 +609,7 @@ def _best_at_boundary(ctx: _Context, ranges: Mapping[str, dict[str, Any]]) -> li
     actions = []
     if can_widen:
         widen = ", ".join(
-            f"{name} to [{_fmt(d['suggested_low'])}, {_fmt(d['suggested_high'])}]"
+            f"{name} to [{fmt(d['suggested_low'])}, {fmt(d['suggested_high'])}]"
             for name, d in can_widen.items()
         )
         actions.append(f"widen {widen} and run more trials: the optimum is probably outside the range")
@@ -667,9 +668,9 @@ def _all_similar(ctx: _Context, confirmation_sd: float | None) -> list[dict[str,
         if spread >= CONFIRMATION_SDS * confirmation_sd:
             return []
         message = (
-            f"The best trial ({_fmt(top)}) and the median of {n} complete trials ({_fmt(median)}) differ by "
-            f"{_fmt(spread)}, less than {CONFIRMATION_SDS:g} seed-to-seed standard deviations "
-            f"({_fmt(CONFIRMATION_SDS * confirmation_sd)})."
+            f"The best trial ({fmt(top)}) and the median of {n} complete trials ({fmt(median)}) differ by "
+            f"{fmt(spread)}, less than {CONFIRMATION_SDS:g} seed-to-seed standard deviations "
+            f"({fmt(CONFIRMATION_SDS * confirmation_sd)})."
         )
     else:
         tests = _effect_tests(ctx.population)
@@ -679,8 +680,8 @@ def _all_similar(ctx: _Context, confirmation_sd: float | None) -> list[dict[str,
             return []
         smallest = min((t["p_adjusted"] for t in tests.values()), default=1.0)
         message = (
-            f"The best trial ({_fmt(top)}) is within {relative:.2%} of the median of {n} complete trials "
-            f"({_fmt(median)}) and no parameter has a significant effect (smallest Bonferroni-adjusted "
+            f"The best trial ({fmt(top)}) is within {relative:.2%} of the median of {n} complete trials "
+            f"({fmt(median)}) and no parameter has a significant effect (smallest Bonferroni-adjusted "
             f"p = {smallest:.2g})."
         )
     return [
@@ -994,16 +995,16 @@ def _validation_overfit(ctx: _Context) -> list[dict[str, Any]]:
         return []
     metric = ctx.metric or "value"
     gap_said = (
-        f"; its gap {_fmt(best_gap)} is over {OVERFIT_GAP_FACTOR:g}x the median gap of the other top {k} "
-        f"({_fmt(median_gap)})"
+        f"; its gap {fmt(best_gap)} is over {OVERFIT_GAP_FACTOR:g}x the median gap of the other top {k} "
+        f"({fmt(median_gap)})"
         if wide_gap
         else ""
     )
     return [
         _warning(
             "validation_overfit",
-            f"The best trial by {metric} (trial {best[0].number}, {_fmt(best[2])}) ranks {held_rank} of "
-            f"{len(rows)} by {key} ({_fmt(best[3])}){gap_said}.",
+            f"The best trial by {metric} (trial {best[0].number}, {fmt(best[2])}) ranks {held_rank} of "
+            f"{len(rows)} by {key} ({fmt(best[3])}){gap_said}.",
             f"do not pick by {metric} alone: re-run the top trials with several seeds and compare them on "
             f"{key}, or use a larger validation split",
             {
@@ -1075,7 +1076,7 @@ def _failures(ctx: _Context, ranges: Mapping[str, dict[str, Any]]) -> list[dict[
     if lr_values and lr_name:
         spec = ranges[lr_name]
         action = (
-            f"lower the upper bound of {lr_name} (now {_fmt(spec['high'])}) below {_fmt(min(lr_values))}, "
+            f"lower the upper bound of {lr_name} (now {fmt(spec['high'])}) below {fmt(min(lr_values))}, "
             "the smallest value that diverged"
         )
     elif diverged:
@@ -1159,12 +1160,6 @@ def _int(value: Any) -> int | None:
 def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     r = spearman(xs, ys)
     return None if r is None else round(r, 4)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -21,6 +21,7 @@ from hpc_tune.report.advice import recommend
 from hpc_tune.report.analysis import analyze
 from hpc_tune.report.confirmation import format_confirmation, load_confirmation, pooled_sd
 from hpc_tune.report.digest import next_steps
+from hpc_tune.report.formatting import fmt
 from hpc_tune.report.html import ReportFiles, write_report
 from hpc_tune.study.budget import budget_state, counts_by_state
 from hpc_tune.study.campaign import PHASE_ATTR, PROMOTED_ATTR, phase_fixed_key
@@ -362,19 +363,19 @@ def format_table(summary: dict[str, Any]) -> str:
     metric = summary.get("metric") or "value"
     best = summary["best"]
     lines.append(
-        f"best: trial {best['trial']}, {metric} {_fmt(best['value'])}, "
-        + ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
+        f"best: trial {best['trial']}, {metric} {fmt(best['value'])}, "
+        + ", ".join(f"{k}={fmt(v)}" for k, v in best["params"].items())
     )
     base = summary["baseline"]
     if base is not None:
-        shown = _fmt(base["value"]) if base["value"] is not None else base["state"]
+        shown = fmt(base["value"]) if base["value"] is not None else base["state"]
         lines.append(f"baseline: trial {base['trial']}, {metric} {shown}")
     lines.append(f"top {len(summary['top_k'])} by {metric} ({summary['direction']}):")
     header = f"  {'rank':>4}  {'trial':>5}  {metric:>10}  {'epochs':>6}  params"
     lines.append(header)
     for rank, t in enumerate(summary["top_k"], start=1):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
-        lines.append(f"  {rank:>4}  {t['trial']:>5}  {_fmt(t['value']):>10}  {t['epochs']:>6}  {params}")
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in t["params"].items())
+        lines.append(f"  {rank:>4}  {t['trial']:>5}  {fmt(t['value']):>10}  {t['epochs']:>6}  {params}")
     importance = (summary.get("analysis") or {}).get("importance") or {}
     if importance.get("overall"):
         shares = ", ".join(f"{k} {v:.2f}" for k, v in list(importance["overall"].items())[:6])
@@ -407,9 +408,3 @@ def _advice_lines(summary: dict[str, Any]) -> list[str]:
     lines.append("next:")
     lines.extend(f"  {command}  # {why}" for command, why in next_steps(summary))
     return lines
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

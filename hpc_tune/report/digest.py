@@ -10,6 +10,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from hpc_tune.report.formatting import fmt
+
 __all__ = ["fmt_params", "fmt_value", "next_steps", "render_digest"]
 
 TOP_SHOWN = 5
@@ -19,11 +21,7 @@ RERUN_SEEDS = 3
 
 def fmt_value(value: Any) -> str:
     """Numbers as a person reads them (4 significant digits); everything else as written."""
-    if isinstance(value, bool) or value is None:
-        return "—" if value is None else str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return "—" if value is None else fmt(value)
 
 
 def fmt_params(params: Mapping[str, Any]) -> str:
