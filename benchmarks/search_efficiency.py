@@ -65,6 +65,8 @@ from hpc_tune.study.space import suggest
 from hpc_tune.study.strategy import make_pruner, make_sampler
 
 CURVES = Path(__file__).resolve().parent / "curves"
+OPTUNA = 2  # the index of "Optuna defaults" in strategies(): the second reference of the targets
+DEFAULT = 3  # the index of hpctune's default
 TOLERANCE = 0.005  # "within 0.5 % of the best configuration's quality"
 STUDY = "replay"
 
@@ -212,14 +214,16 @@ def strategies(table: Table, promote_top: int = 3) -> list[Strategy]:
     warm = table_config(table, pruner=PrunerConfig(n_warmup_steps=max(1, table.epochs // 4)))
     hyperband = table_config(table, pruner=PrunerConfig(type="hyperband"))
     asha = table_config(table, pruner=PrunerConfig(type="sh"))
+    before = table_config(table, pruner=PrunerConfig(n_warmup_steps=3))  # the default until this benchmark
     hp = _hpctune_sampler(default)
     return [
         Strategy("random, no pruning", _random, optuna.pruners.NopPruner),
         Strategy("random @1/4 epochs, winner trained (trap)", _random, optuna.pruners.NopPruner, "short", 1),
         Strategy("Optuna defaults (TPE + Median)", _optuna_tpe, optuna.pruners.MedianPruner),
-        Strategy("hpctune default (TPE mv+liar, Median 5/3)", hp, lambda: make_pruner(default)),
+        Strategy("hpctune default (TPE mv+liar, Median warm-up auto)", hp, lambda: make_pruner(default)),
         Strategy("hpctune TPE, no pruning", hp, lambda: make_pruner(no_prune)),
         Strategy(f"hpctune TPE, Median warm-up {warm.pruner.n_warmup_steps}", hp, lambda: make_pruner(warm)),
+        Strategy("hpctune TPE, Median warm-up 3 (the old default)", hp, lambda: make_pruner(before)),
         Strategy("Hyperband + TPE (BOHB-like)", hp, lambda: make_pruner(hyperband)),
         Strategy("ASHA + TPE", hp, lambda: make_pruner(asha)),
         Strategy(
@@ -533,6 +537,17 @@ def _fmt(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _ratio(value: float, reference: float) -> str:
+    """value / reference; "never" reached by one side only is the clearest ratio there is, so it is said."""
+    if math.isnan(value) or math.isnan(reference):
+        return "-"
+    if math.isinf(value) or math.isinf(reference):
+        if math.isinf(value) and math.isinf(reference):
+            return "="
+        return "never" if math.isinf(value) else "ref. never"
+    return _fmt(value / reference, 2) if reference > 0 else "-"
+
+
 def summarize(
     table: Table,
     results: dict[tuple[int, int], list[dict[str, Any]]],
@@ -540,16 +555,19 @@ def summarize(
     workers: int,
     budgets: Sequence[float],
 ) -> list[str]:
-    """Markdown rows, one per strategy; ratios are to strategy 0 (random without pruning)."""
+    """Markdown rows, one per strategy; ratios are to strategy 0 (random without pruning) and, for epochs to
+    target, to Optuna's defaults (strategy ``OPTUNA``) when it ran."""
     rows = []
     reference = results[(0, workers)]
     ref_ett = _median([r["epochs_to_target"] for r in reference])
+    optuna_reps = results.get((OPTUNA, workers))
+    optuna_ett = _median([r["epochs_to_target"] for r in optuna_reps]) if optuna_reps else math.nan
     ref_regret = {
         b: _median([r["regret"][b] for r in reference if not math.isnan(r["regret"][b])]) for b in budgets
     }
     header = (
         f"| strategy ({workers} worker{'s' if workers > 1 else ''}) | epochs to target (median) | x random "
-        f"| never reached | "
+        f"| x Optuna | never reached | "
         + " | ".join(f"regret @{b / table.epochs:g}xE (median, mean) | x random" for b in budgets)
         + " | trials run |"
     )
@@ -563,9 +581,8 @@ def summarize(
             name,
             f"{_fmt(median)} ({_fmt(median / table.epochs, 1)}{'xE' * math.isfinite(median)}; "
             f"quartiles {_fmt(_rank(ett, 0.25))}-{_fmt(_rank(ett, 0.75))})",
-            _fmt(median / ref_ett, 2)
-            if math.isfinite(median) and math.isfinite(ref_ett) and ref_ett > 0
-            else "-",
+            _ratio(median, ref_ett),
+            _ratio(median, optuna_ett),
             f"{never:.0%}",
         ]
         for b in budgets:
@@ -588,11 +605,73 @@ def summarize(
     return rows
 
 
+def tables(name: str) -> list[Path]:
+    """``all``: every table shipped in benchmarks/curves/; else one name or path."""
+    if name == "all":
+        return sorted(CURVES.glob("*.json.gz"))
+    return [Path(name) if name.endswith(".json.gz") else CURVES / f"{name}.json.gz"]
+
+
+def replay_table(
+    table: Table,
+    chosen: list[int],
+    workers_list: list[int],
+    reps: int,
+    promote_top: int,
+    cap: float,
+    budgets: tuple[float, ...],
+    jobs: int,
+) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    global _TABLE
+    _TABLE = table
+    work = [
+        (i, rep, w, promote_top, cap, budgets) for w in workers_list for i in chosen for rep in range(reps)
+    ]
+    results: dict[tuple[int, int], list[dict[str, Any]]] = {(i, w): [] for i in chosen for w in workers_list}
+    start = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for k, (index, workers, figures) in enumerate(pool.imap_unordered(_job, work), 1):
+            results[(index, workers)].append(figures)
+            if k % 20 == 0:
+                print(
+                    f"  {k}/{len(work)} searches, {time.perf_counter() - start:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(f"{len(work)} searches replayed in {time.perf_counter() - start:.0f} s\n")
+    return results
+
+
+def verdict(
+    table: Table, results: dict[tuple[int, int], list[dict[str, Any]]], workers_list: list[int]
+) -> list[str]:
+    """The default against the targets: >= 3x fewer epochs than random without pruning, >= 1.5x fewer than
+    Optuna's defaults (medians of epochs to target; never reached counts as infinitely many)."""
+    lines = []
+    for workers in workers_list:
+        if (DEFAULT, workers) not in results or (OPTUNA, workers) not in results:
+            continue
+        ett = {
+            i: _median([r["epochs_to_target"] for r in results[(i, workers)]]) for i in (0, OPTUNA, DEFAULT)
+        }
+        vs_random = ett[0] / ett[DEFAULT] if math.isfinite(ett[DEFAULT]) else 0.0
+        vs_optuna = ett[OPTUNA] / ett[DEFAULT] if math.isfinite(ett[DEFAULT]) else 0.0
+        met = vs_random >= 3 and vs_optuna >= 1.5
+        lines.append(
+            f"{table.name}, {workers} worker{'s' * (workers > 1)}: the default needs {_fmt(ett[DEFAULT])} "
+            f"epochs, {vs_random:.2f}x fewer than random (target 3x) and {vs_optuna:.2f}x fewer than"
+            f" Optuna's defaults (target 1.5x): {'met' if met else 'NOT met'}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--table", default="digits", help="a table in benchmarks/curves/ (name or path)")
+    parser.add_argument(
+        "--table", default="all", help="all (default), or a table in benchmarks/curves/ (name or path)"
+    )
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--workers", default="1,4")
     parser.add_argument("--budgets", default="10,25", help="regret budgets, in full trainings (x epochs)")
@@ -610,59 +689,47 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.cap = 3, 50
-    path = Path(args.table) if args.table.endswith(".json.gz") else CURVES / f"{args.table}.json.gz"
-    table = load_table(path)
-    table.tolerance = args.tolerance
     workers_list = [int(w) for w in args.workers.split(",")]
-    budgets = tuple(float(b) * table.epochs for b in args.budgets.split(","))
-    cap = args.cap * table.epochs
-    names = [s.name for s in strategies(table, args.promote_top)]
-    chosen = sorted({0, *(int(i) for i in args.only.split(","))}) if args.only else list(range(len(names)))
-    near = sum(table.within_target(i) for i in range(len(table.params)))
-    best = int(np.argmax(table.truth) if table.maximize else np.argmin(table.truth))
-    print(
-        f"table {path.name}: {len(table.params)} configurations x {len(table.seeds)} seeds, {table.epochs} "
-        f"epochs; best truth {table.best:.4f} {table.params[best]}; {near} configurations within "
-        f"{table.tolerance:.1%} (target >= {table.best * (1 - table.tolerance):.4f}); "
-        f"{args.reps} repetitions, "
-        f"cap {args.cap:g}xE",
-        flush=True,
-    )
-    global _TABLE
-    _TABLE = table
-    jobs = [
-        (i, rep, w, args.promote_top, cap, budgets)
-        for w in workers_list
-        for i in chosen
-        for rep in range(args.reps)
-    ]
-    results: dict[tuple[int, int], list[dict[str, Any]]] = {(i, w): [] for i in chosen for w in workers_list}
-    start = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-        for k, (index, workers, figures) in enumerate(pool.imap_unordered(_job, jobs), 1):
-            results[(index, workers)].append(figures)
-            if k % 20 == 0:
-                print(
-                    f"  {k}/{len(jobs)} searches, {time.perf_counter() - start:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    print(f"{len(jobs)} searches replayed in {time.perf_counter() - start:.0f} s\n")
-    shown = {i: names[i] for i in chosen}
-    for workers in workers_list:
-        print("\n".join(summarize(table, results, shown, workers, budgets)) + "\n")
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "table": path.name,
-                    "names": names,
-                    "results": {f"{names[i]}|{w}": v for (i, w), v in results.items()},
-                },
-                default=str,
-                indent=1,
-            )
+    figures: dict[str, Any] = {}
+    verdicts: list[str] = []
+    for path in tables(args.table):
+        table = load_table(path)
+        table.tolerance = args.tolerance
+        budgets = tuple(float(b) * table.epochs for b in args.budgets.split(","))
+        names = [s.name for s in strategies(table, args.promote_top)]
+        chosen = (
+            sorted({0, *(int(i) for i in args.only.split(","))}) if args.only else list(range(len(names)))
         )
+        near = sum(table.within_target(i) for i in range(len(table.params)))
+        best = int(np.argmax(table.truth) if table.maximize else np.argmin(table.truth))
+        print(
+            f"## table {path.name}: {len(table.params)} configurations x {len(table.seeds)} seeds, "
+            f"{table.epochs} epochs; best truth {table.best:.4f} {table.params[best]}; {near} configurations "
+            f"within {table.tolerance:.1%} (target >= {table.best * (1 - table.tolerance):.4f}); "
+            f"{args.reps} repetitions, cap {args.cap:g}xE",
+            flush=True,
+        )
+        results = replay_table(
+            table,
+            chosen,
+            workers_list,
+            args.reps,
+            args.promote_top,
+            args.cap * table.epochs,
+            budgets,
+            args.jobs,
+        )
+        shown = {i: names[i] for i in chosen}
+        for workers in workers_list:
+            print("\n".join(summarize(table, results, shown, workers, budgets)) + "\n", flush=True)
+        verdicts += verdict(table, results, workers_list)
+        figures[path.name] = {
+            "names": names,
+            "results": {f"{names[i]}|{w}": v for (i, w), v in results.items()},
+        }
+    print("\n".join(verdicts))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, default=str, indent=1))
 
 
 if __name__ == "__main__":

@@ -118,9 +118,11 @@ MEANINGS: dict[str, dict[str, str]] = {
         "at the same epoch; `patience`: the same, only after `patience` epochs without improvement; "
         "`hyperband`, `sh` (successive halving); `none`.",
         "n_startup_trials": "`median`, `patience`: no pruning until this many trials have finished.",
-        "n_warmup_steps": "`median`, `patience`: no pruning before this epoch (early epochs are noisy); "
+        "n_warmup_steps": "`median`, `patience`: no pruning before this epoch (early epochs are noisy). "
         "`auto`: from the epoch where the study's completed trials show early values ranking trials as "
-        "their final values do (Spearman ≥ 0.8), measured while the study runs.",
+        "their final values do (Spearman ≥ 0.8), measured while the study runs; nothing is pruned before "
+        "`max(n_startup_trials, 5)` trials have finished. The default, chosen by "
+        "[the search-efficiency benchmark](strategies.md).",
         "min_resource": "`hyperband`, `sh`: epochs every trial runs before it can be pruned.",
         "reduction_factor": "`hyperband`, `sh`: 1 in this many trials goes on at each rung.",
         "patience": "`patience`: epochs without improvement before the median rule applies.",

@@ -182,3 +182,66 @@ def test_a_repetition_gives_both_figures() -> None:
     figures = run_repetition(table, default, rep=0, workers=1, cap=40 * EPOCHS, budgets=(5 * EPOCHS,))
     assert figures["epochs_to_target"] > 0
     assert not math.isnan(figures["regret"][5 * EPOCHS])
+
+
+def test_every_shipped_table_is_a_whole_grid_of_real_curves() -> None:
+    """The tables in benchmarks/curves/ are what the figures in docs/strategies.md come from: every grid
+    point with every seed at every fidelity, no curve longer than its fidelity runs, every grid value inside
+    the range a search samples from (else snapping would bias the search)."""
+    import gzip
+    import itertools
+    import json
+    from pathlib import Path
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "curves").glob("*.json.gz"))
+    assert {p.name for p in paths} >= {"digits.json.gz", "shapes.json.gz", "noisy.json.gz"}
+    for path in paths:
+        with gzip.open(path, "rt") as handle:
+            data = json.load(handle)
+        grid = data["grid"]
+        expected = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+        assert [c["params"] for c in data["configs"]] == expected, path.name
+        lengths = {"full": data["epochs"], "short": data["short_epochs"], "subset": data["epochs"]}
+        for config in data["configs"]:
+            for fidelity, epochs in lengths.items():
+                curves = config[fidelity]
+                assert len(curves) == len(data["seeds"])
+                assert all(1 <= len(c) <= epochs and all(0 <= v <= 1 for v in c) for c in curves)
+        for name, values in grid.items():
+            spec = data["space"][name]
+            if spec["type"] == "categorical":
+                assert set(values) <= set(spec["choices"])
+            else:
+                assert all(spec["low"] <= v <= spec["high"] for v in values), (path.name, name)
+        table = Table.from_dict(data, name=path.name)
+        assert sum(table.within_target(i) for i in range(len(table.params))) >= 1
+
+
+def test_the_trap_task_trains_with_hpctunes_engine() -> None:
+    from benchmarks.curves.make_tables import TABLES, configurations, train_curve
+
+    spec = TABLES["noisy"]
+    assert len(configurations(spec)) == 144
+    params = {"lr": 3e-3, "dropout": 0.6, "weight_decay": 0.1, "hidden": 64, "optimizer": "adamw"}
+    full = train_curve(spec.task, params, seed=0, epochs=2, data_fraction=1.0, batch_size=64)
+    subset = train_curve(spec.task, params, seed=0, epochs=2, data_fraction=0.25, batch_size=64)
+    assert len(full) == len(subset) == 2
+    assert all(spec.chance < v < 1 for v in full)  # 4 classes: it learns from the first epoch
+    assert full != subset
+
+
+def test_the_verdict_compares_the_default_with_random_and_optuna() -> None:
+    from benchmarks.search_efficiency import DEFAULT, OPTUNA, verdict
+
+    table = synthetic_table()
+
+    def reps(*epochs: float) -> list[dict[str, Any]]:
+        return [{"epochs_to_target": e} for e in epochs]
+
+    met = {(0, 1): reps(300, 330, 360), (OPTUNA, 1): reps(160, 150, 170), (DEFAULT, 1): reps(100, 90, 110)}
+    assert verdict(table, met, [1]) == [
+        f"{table.name}, 1 worker: the default needs 100 epochs, 3.30x fewer than random (target 3x) and "
+        "1.60x fewer than Optuna's defaults (target 1.5x): met"
+    ]
+    missed = {**met, (DEFAULT, 4): reps(math.inf, math.inf, 50), (0, 4): reps(1), (OPTUNA, 4): reps(1)}
+    assert verdict(table, missed, [4])[0].endswith("NOT met")

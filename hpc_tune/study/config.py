@@ -50,10 +50,11 @@ class SamplerConfig(_Strict):
 class PrunerConfig(_Strict):
     type: Literal["median", "hyperband", "sh", "patience", "none"] = "median"
     # Warm-up: no pruning before this many completed trials / reported epochs (short curves mislead).
-    # "auto": from the epoch where the study's completed trials show that early values rank trials as their
-    # final values do (study/reliable_pruning.py).
+    # "auto" (the default, chosen by benchmarks/search_efficiency.py: docs/strategies.md): from the epoch
+    # where the study's completed trials show that early values rank trials as their final values do
+    # (study/reliable_pruning.py). A fixed 3 killed the late winners of the benchmark's trap task.
     n_startup_trials: int = Field(5, ge=0)
-    n_warmup_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = 3
+    n_warmup_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     min_resource: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
     patience: int = Field(5, ge=1)
