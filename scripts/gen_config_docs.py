@@ -138,8 +138,14 @@ MEANINGS: dict[str, dict[str, str]] = {
         "batch_size": "Training batch of a `build()` task that does not tune one. On a GPU the batch probe "
         "may split it into micro-batches (gradient accumulation); it never changes it.",
         "eval_batch_multiplier": "Validation batch = training batch times this (no gradients, so it fits).",
-        "max_val_batches": "Validate on at most this many batches: a fixed random subset, the same in every "
-        "epoch and trial. `null`: the whole validation set.",
+        "max_val_batches": "Validate each epoch on at most this many batches: a fixed subset, stratified by "
+        "class, the same in every epoch and trial. The last epoch and the best epoch's weights are then "
+        "validated on the whole set, and the trial's value is taken from those. `null`: no limit.",
+        "val_fraction": "Validate each epoch on this share of the validation set (0.5 halves validation "
+        "time): the same stratified samples in every epoch and trial, so that curves stay comparable and the "
+        "pruner can use them. At the end, the last epoch's weights and the weights of the epoch the subset "
+        "rated best are validated on the whole set. The trial's value is the better of the two, never a "
+        "subset's (`full_validation` in the trial's JSON).",
         "amp": "Mixed precision. `auto`: bf16 on GPUs that have it, else fp16 with a gradient scaler; "
         "fp32 on CPU. `off`, `bf16`, `fp16` force it.",
         "compile": "`torch.compile` of the evaluation step. `auto`: on CUDA, off on CPU (slower there).",

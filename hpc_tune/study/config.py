@@ -77,6 +77,9 @@ class TrainConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     eval_batch_multiplier: int = Field(2, ge=1)
     max_val_batches: int | None = Field(None, ge=1)
+    # Validate each epoch on this stratified share of the validation set (the same samples every epoch and
+    # trial); the last epoch and the best epoch's weights are then validated on all of it (train/engine.py).
+    val_fraction: float = Field(1.0, gt=0.0, le=1.0)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
     grad_accum: Literal["auto"] | int = "auto"

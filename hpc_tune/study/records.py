@@ -45,6 +45,9 @@ class TrialRecord:
     duration_s: float | None = None
     best: dict[str, Any] | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    # Epochs validated on a subset (train.val_fraction): the whole validation set's results of the last and
+    # the best epoch's weights; ``best`` then comes from these ("validated_on": "full"), never from a subset.
+    full_validation: list[dict[str, Any]] | None = None
     retry_of: int | None = None
     # A command task: the command as run, and the end of its stderr when it failed.
     command: str | None = None
@@ -65,6 +68,15 @@ class TrialRecord:
         if better:
             self.best = {k: v for k, v in self.epochs[-1].items() if k == "epoch" or k.startswith("val_")}
             self.best[metric] = value
+
+    def set_full_validation(self, results: list[dict[str, Any]], metric: str, direction: str) -> None:
+        self.full_validation = _jsonable(results)
+        finite = [r for r in results if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+        if not finite:
+            return
+        pick = (max if direction == "maximize" else min)(finite, key=lambda r: float(r[metric]))
+        self.best = {k: v for k, v in pick.items() if k == "epoch" or k.startswith("val_")}
+        self.best["validated_on"] = "full"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

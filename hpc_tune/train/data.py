@@ -33,6 +33,31 @@ def in_memory_tensors(dataset: Dataset) -> tuple[Tensor, Tensor] | None:
     return None
 
 
+def validation_subset(dataset: Dataset, size: int) -> Subset:
+    """``size`` samples of ``dataset``, the same for every epoch, trial and seed, so that values stay
+    comparable across a study's curves. Stratified by class when the targets are in memory as class indices
+    (each class keeps its share, rounded by largest remainder), else a fixed random draw: the first batches
+    of a class-sorted set would be biased."""
+    n = len(dataset)  # type: ignore[arg-type]
+    size = max(1, min(size, n))
+    generator = torch.Generator().manual_seed(0)  # seed-independent on purpose
+    tensors = in_memory_tensors(dataset)
+    labels = tensors[1] if tensors is not None else None
+    if labels is None or labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32, torch.uint8):
+        return Subset(dataset, sorted(torch.randperm(n, generator=generator)[:size].tolist()))
+    classes, counts = torch.unique(labels, return_counts=True)
+    quotas = counts.double() * size / n
+    take = quotas.floor().long()
+    remainders = (quotas - take).tolist()
+    for k in sorted(range(len(classes)), key=lambda i: (-remainders[i], i))[: size - int(take.sum())]:
+        take[k] += 1
+    chosen: list[int] = []
+    for cls, k in zip(classes.tolist(), take.tolist(), strict=True):
+        members = torch.nonzero(labels == cls).flatten()
+        chosen += members[torch.randperm(len(members), generator=generator)[:k]].tolist()
+    return Subset(dataset, sorted(chosen))
+
+
 def _place(tensor: Tensor, device: torch.device, memory_format: torch.memory_format | None) -> Tensor:
     if memory_format is not None and tensor.dim() == 4:
         tensor = tensor.contiguous(memory_format=memory_format)
@@ -45,8 +70,8 @@ class Batches:
     """Iterable of (x, y) batches on ``device``.
 
     ``shuffle`` draws a new order each epoch from ``generator`` (saved in checkpoints, so a resumed trial sees
-    the same order it would have seen). ``limit`` keeps only the first ``limit`` samples of a fixed
-    order: used for max_val_batches so that every epoch and every trial validates on the same subset.
+    the same order it would have seen). ``limit`` keeps ``limit`` samples, the same ones every time
+    (``validation_subset``): a reduced validation that every epoch and every trial runs on the same samples.
     """
 
     def __init__(
@@ -67,9 +92,7 @@ class Batches:
         self.generator = generator
         self.memory_format = memory_format
         if limit is not None and limit < len(dataset):  # type: ignore[arg-type]
-            # A fixed, seed-independent random subset: the first batches of a class-sorted set are biased.
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
-            dataset = Subset(dataset, order[:limit].tolist())
+            dataset = validation_subset(dataset, limit)
         self.n = len(dataset)  # type: ignore[arg-type]
         tensors = in_memory_tensors(dataset)
         self.precollated = tensors is not None

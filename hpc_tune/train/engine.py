@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ class FitResult:
     records: list[EpochRecord]  # every epoch of the trial exactly once, restored ones included
     epochs_run: int  # len(records): epochs completed by this trial over all its runs
     interrupted: bool  # stop_requested() was true: a checkpoint holds the state after the last record
+    # When epochs validate on a subset (train.val_fraction, max_val_batches): the whole validation set's
+    # results for the last epoch's weights ("of": "final") and, when another epoch's subset value was better,
+    # for that epoch's weights ("of": "best"). A trial's value is taken from these, never from a subset.
+    full_validation: list[EpochRecord] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
@@ -85,8 +89,12 @@ def fit(
     stop_requested: Callable[[], bool] | None = None,
     faults: Sequence[Fault] = (),
     compile_cache_dir: Path | None = None,
+    select: tuple[str, str] | None = None,
 ) -> FitResult:
     """Train ``parts.model`` for ``epochs`` (the epochs this trial runs, which is also the schedule's T_max).
+
+    ``select`` = (metric, direction) names the best epoch when epochs validate on a subset: its weights are
+    kept (in host memory and in checkpoints) and validated on the whole set at the end (``full_validation``).
 
     Raises NonFiniteLoss / OutOfMemory (both TrialAbort) for the worker to record as the trial's reason; any
     exception from ``on_epoch`` propagates unchanged. Seeding comes from ``options.seed``: pass
@@ -94,7 +102,14 @@ def fit(
     """
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
-    run = _Run(parts, epochs=epochs, options=options, faults=faults, compile_cache_dir=compile_cache_dir)
+    run = _Run(
+        parts,
+        epochs=epochs,
+        options=options,
+        faults=faults,
+        compile_cache_dir=compile_cache_dir,
+        select=select,
+    )
     oom_detail: str | None = None
     try:
         return run.loop(on_epoch, checkpoint_path, resume, stop_requested)
@@ -119,8 +134,11 @@ class _Run:
         options: TrainConfig,
         faults: Sequence[Fault],
         compile_cache_dir: Path | None,
+        select: tuple[str, str] | None = None,
     ) -> None:
         self.parts = parts
+        self.select = select
+        self.best: tuple[int, float, dict[str, Tensor]] | None = None  # (epoch, subset value, weights)
         self.epochs = epochs
         self.options = options
         self.faults = list(faults)
@@ -179,6 +197,7 @@ class _Run:
             device=self.device,
             precision=self.precision,
             max_batches=options.max_val_batches,
+            fraction=options.val_fraction,
             compile=options.compile,
             loader_kwargs=loader_kwargs,
             memory_format=self.memory_format,
@@ -202,6 +221,7 @@ class _Run:
         for epoch in range(first, self.epochs + 1):
             record = self.run_epoch(epoch)
             records.append(record)
+            self.keep_if_best(record)
             on_epoch(record)
             if epoch < self.epochs and stop_requested is not None and stop_requested():
                 if checkpoint_path is None:
@@ -209,7 +229,38 @@ class _Run:
                 else:
                     self.save(Path(checkpoint_path), records)
                 return FitResult(records, len(records), interrupted=True)
-        return FitResult(records, len(records), interrupted=False)
+        return FitResult(records, len(records), interrupted=False, full_validation=self.validate_fully())
+
+    # -- reduced validation ---------------------------------------------------------------------------------
+
+    def keep_if_best(self, record: EpochRecord) -> None:
+        """A copy of the weights of the best epoch so far by the subset's value (only when epochs validate on
+        a subset): the subset picks the epoch, the whole set then measures it."""
+        if self.select is None or not self.evaluator.subset:
+            return
+        metric, direction = self.select
+        value = record.get(metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self.best is not None:
+            kept = self.best[1]
+            if (float(value) <= kept) if direction == "maximize" else (float(value) >= kept):
+                return
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self.best = (int(record["epoch"]), float(value), weights)
+
+    def validate_fully(self) -> list[EpochRecord]:
+        if not self.evaluator.subset:
+            return []
+        out = [self._full_record(self.epochs, "final")]
+        if self.best is not None and self.best[0] != self.epochs:
+            self.model.load_state_dict(self.best[2])
+            out.append(self._full_record(self.best[0], "best"))
+        return out
+
+    def _full_record(self, epoch: int, of: str) -> EpochRecord:
+        result = self.evaluator(full=True)
+        return {"epoch": epoch, "of": of, "val_loss": result.loss, **result.metrics, "val_samples": result.n}
 
     def run_epoch(self, epoch: int) -> EpochRecord:
         start = time.perf_counter()
@@ -292,6 +343,7 @@ class _Run:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": capture_rng(self.shuffle),
+                "best": self.best,
             },
         )
 
@@ -309,6 +361,7 @@ class _Run:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"], self.shuffle)
+        self.best = state.get("best")
         return [dict(r) for r in state["records"]]
 
     def release(self) -> None:

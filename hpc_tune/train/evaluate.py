@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -155,6 +157,7 @@ class Evaluator:
         device: torch.device,
         precision: PrecisionPolicy | None = None,
         max_batches: int | None = None,
+        fraction: float = 1.0,
         compile: CompileSetting = "auto",
         loader_kwargs: dict[str, object] | None = None,
         memory_format: torch.memory_format | None = None,
@@ -163,23 +166,37 @@ class Evaluator:
         self.device = device
         self.precision = precision or PrecisionPolicy(None, False)
         self.metric_names = tuple(metrics)
-        limit = None if max_batches is None else max_batches * batch_size
-        self.batches = Batches(
+        size = len(val_set)  # type: ignore[arg-type]
+        limit = min(size, math.ceil(fraction * size))
+        if max_batches is not None:
+            limit = min(limit, max_batches * batch_size)
+        self._batches_of = functools.partial(
+            Batches,
             val_set,
             batch_size=batch_size,
             device=device,
             shuffle=False,
-            limit=limit,
             loader_kwargs=dict(loader_kwargs or {}),
             memory_format=memory_format,
         )
+        # Every epoch validates on ``batches``; a subset one when the validation is reduced, and then the
+        # whole set is only built (and held on the device) for the full validations at the end.
+        self.batches = self._batches_of(limit=limit if limit < size else None)
+        self.subset = limit < size
+        self._full: Batches | None = None
         self.step = EvalStep(
             _make_step(model, loss_fn, tuple(metrics.values())),
             should_compile(compile, device),
             compile_mode(device),
         )
 
-    def __call__(self) -> EvalResult:
+    def __call__(self, full: bool = False) -> EvalResult:
+        """This epoch's validation; ``full``: on the whole validation set even when epochs use a subset."""
+        batches = self.batches
+        if full and self.subset:
+            if self._full is None:
+                self._full = self._batches_of(limit=None)
+            batches = self._full
         was_training = self.model.training
         self.model.eval()
         synchronize(self.device)
@@ -187,23 +204,25 @@ class Evaluator:
         total: Tensor | None = None
         try:
             with torch.inference_mode(), autocast(self.device, self.precision):
-                for x, y in self.batches:
+                for x, y in batches:
                     sums = self.step(x, y)
                     total = sums if total is None else total + sums
             values = total.tolist() if total is not None else [0.0] * (1 + len(self.metric_names))
         finally:
             self.model.train(was_training)
         seconds = time.perf_counter() - start
-        n = max(self.batches.n, 1)
+        n = max(batches.n, 1)
         return EvalResult(
             loss=values[0] / n,
             metrics={name: v / n for name, v in zip(self.metric_names, values[1:], strict=True)},
-            n=self.batches.n,
+            n=batches.n,
             seconds=seconds,
         )
 
     def release(self) -> None:
         self.batches.release()
+        if self._full is not None:
+            self._full.release()
         if self.step.compiled is not None:
             self.step.compiled = None
             # Every trial compiles a new model instance through the same eval_step code object; without a

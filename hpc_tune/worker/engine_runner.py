@@ -39,8 +39,11 @@ class EngineRunner:
             stop_requested=ctx.walltime_requested,
             faults=ctx.faults,
             compile_cache_dir=self.study_dir / "inductor-cache",
+            select=(self.config.metric, self.config.direction),
         )
         if result.interrupted:
             return Outcome(handed_on=True)
         ctx.checkpoint.unlink(missing_ok=True)
+        if result.full_validation:
+            ctx.record.set_full_validation(result.full_validation, self.config.metric, self.config.direction)
         return Outcome(value=(ctx.record.best or {}).get(self.config.metric))

@@ -274,3 +274,26 @@ def test_database_restart_mid_trial_loses_nothing(tmp_path: Path, pg_url: str, p
     trials = load(cfg)[0].get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, out
     assert_study_consistent(load(cfg)[0], study_dir, total=3, epochs=6)
+
+
+def test_a_halved_validation_never_makes_a_subset_the_trials_value(tmp_path: Path) -> None:
+    """train.val_fraction: the pruner sees the half's values every epoch; the value told to Optuna and written
+    in the JSON is the whole validation set's, of the last epoch's or the best epoch's weights."""
+    train = {"batch_size": 64, "compile": "off", "val_fraction": 0.5, "schedule": {"type": "none"}}
+    cfg = write_config(tmp_path, trials=4, epochs=3, pruner={"type": "none"}, train=train)
+    report = run_local(load_config(cfg), None, 1, environ=worker_env())
+    assert report.failed_workers == []
+    study, study_dir = load(cfg)
+    records = read_trials(study_dir).records
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    for t in complete:
+        record = records[t.number]
+        full = record["full_validation"]
+        assert [r["of"] for r in full][:1] == ["final"] and all(r["val_samples"] == 360 for r in full)
+        best_full = max(r["val_acc"] for r in full)
+        assert record["best"]["validated_on"] == "full"
+        assert t.value == pytest.approx(best_full) == pytest.approx(record["value"])
+        # the curve the pruner saw is the half's: not the values the trial was judged by
+        assert {e["epoch"]: e["val_acc"] for e in record["epochs"]} == pytest.approx(t.intermediate_values)
+    assert any(t.value != max(t.intermediate_values.values()) for t in complete)
