@@ -7,8 +7,14 @@ For each built-in task (digits MLP, shapes CNN):
   2. compile time, cold (empty cache dir) and warm (the same cache dir again), each in a fresh process, plus
      a second model of the same shape in the same process (what the next trial of a worker pays);
   3. end-to-end trial time: a naive train+eval loop vs fit() with compile off and on.
-Configurations are interleaved round by round and the best round is reported, because other processes may
-share the CPU. Usage: python benchmarks/eval_speed.py [--rounds 7] [--skip-compile] [--json out.json]
+Configurations are interleaved round by round (one call of each per round, in turn), so that a neighbour
+slowing the machine slows every side of a round alike; each figure is the median over the rounds with its
+spread (min-max), and each ratio is the median of the per-round ratios. Threads are pinned (``--threads``,
+default: every core, also as the process's CPU affinity). The machine is sampled for other runnable processes
+during the rounds; when it was busy, or rounds spread too wide (interquartile range over a fifth of the
+median), the run says so and exits 3
+(``--allow-busy`` to print anyway). Usage: python benchmarks/eval_speed.py [--rounds 9] [--skip-compile]
+[--json out.json]
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import argparse
 import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,11 +55,66 @@ def build(task: str) -> TaskParts:
     return module.build(params, None, 0, TrainConfig(batch_size=TRAIN_BATCH))
 
 
+@dataclass
+class Timing:
+    """Seconds per call of one configuration, one value per round."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range / median: how much the rounds disagree, not moved by one odd round."""
+        q1, _, q3 = statistics.quantiles(self.seconds, n=4) if len(self.seconds) > 1 else (0.0, 0.0, 0.0)
+        return (q3 - q1) / self.median
+
+    def per_second(self, n: int) -> tuple[float, float, float]:
+        """(median, low, high) of ``n`` items per second."""
+        return n / self.median, n / max(self.seconds), n / min(self.seconds)
+
+    def speedup_over(self, base: Timing) -> tuple[float, float]:
+        """Median and lowest per-round ratio base/self: the same round's naive time over this one's."""
+        ratios = [b / s for b, s in zip(base.seconds, self.seconds, strict=True)]
+        return statistics.median(ratios), min(ratios)
+
+
+class Contention:
+    """Samples how many threads of other processes were runnable at every round (``/proc/loadavg``'s running
+    count minus this process's running threads: torch's own threads spin between calls), so that a run on a
+    busy machine says so instead of printing figures that look real."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+
+    def sample(self) -> None:
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+            own = sum(
+                1
+                for stat in Path("/proc/self/task").glob("*/stat")
+                if stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
+            )
+        except (OSError, IndexError, ValueError):
+            return
+        self.samples.append(max(0, running - own))
+
+    def busy_share(self) -> float:
+        return sum(1 for s in self.samples if s > 0) / len(self.samples) if self.samples else 0.0
+
+
+CONTENTION = Contention()
+BUSY_SHARE = 0.25  # more than a quarter of the samples saw another runnable process
+BUSY_SPREAD = 0.2  # the middle half of one configuration's rounds spans more than a fifth of their median
+
+
 def interleaved(
     configs: dict[str, Callable[[], Any]], rounds: int, min_seconds: float = 0.05
-) -> dict[str, float]:
-    """Best (min) seconds per call of each config: neighbours on a shared CPU only ever slow a round down,
-    so the minimum is the least contaminated estimate (as timeit advises)."""
+) -> dict[str, Timing]:
+    """Per-round seconds per call of each config. Short calls are repeated within a round (``min_seconds``)
+    so that timer resolution does not matter."""
     reps = {}
     for name, fn in configs.items():
         fn()  # warm-up (lazy init, first-touch allocations)
@@ -59,15 +123,16 @@ def interleaved(
         reps[name] = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(rounds):
+        CONTENTION.sample()
         for name, fn in configs.items():
             start = time.perf_counter()
             for _ in range(reps[name]):
                 fn()
             samples[name].append((time.perf_counter() - start) / reps[name])
-    return {name: min(v) for name, v in samples.items()}
+    return {name: Timing(v) for name, v in samples.items()}
 
 
-def eval_throughput(task: str, rounds: int, with_compile: bool) -> dict[str, float]:
+def eval_throughput(task: str, rounds: int, with_compile: bool) -> tuple[dict[str, Timing], int]:
     parts = build(task)
     plain, n = parts.model, len(parts.val_set)  # what a user's script has: default (NCHW) memory format
     conv = task == "shapes-cnn"
@@ -102,8 +167,7 @@ def eval_throughput(task: str, rounds: int, with_compile: bool) -> dict[str, flo
         )
         compiled()  # pay compilation outside the timing (reported separately)
         configs["engine compiled (compile: on)"] = compiled
-    seconds = interleaved(configs, rounds)
-    return {name: n / s for name, s in seconds.items()}
+    return interleaved(configs, rounds), n
 
 
 def compile_probe(task: str) -> dict[str, float]:
@@ -168,28 +232,44 @@ def naive_trial(parts: TaskParts, epochs: int) -> float:
     return time.perf_counter() - start
 
 
-def trial_times(task: str, epochs: int, with_compile: bool) -> dict[str, float]:
-    naive_trial(build(task), 1)  # warm-up: first-call costs (lazy imports, allocator) hit neither side
-    fit(
-        build(task),
-        epochs=1,
-        options=TrainConfig(batch_size=TRAIN_BATCH, compile="off"),
-        on_epoch=lambda r: None,
-    )
-    result = {"naive loop": naive_trial(build(task), epochs)}
-    for setting in ("off", "on") if with_compile else ("off",):
+def trial_times(task: str, epochs: int, rounds: int, with_compile: bool) -> dict[str, Timing]:
+    """Whole trials, interleaved round by round like the eval configurations (a fresh model each call)."""
+
+    def engine(setting: str) -> Callable[[], Any]:
         options = TrainConfig(batch_size=TRAIN_BATCH, compile=setting)
-        parts = build(task)
-        start = time.perf_counter()
-        fit(parts, epochs=epochs, options=options, on_epoch=lambda r: None)
-        result[f"fit(), compile {setting}"] = time.perf_counter() - start
-    return result
+        return lambda: fit(build(task), epochs=epochs, options=options, on_epoch=lambda r: None)
+
+    configs: dict[str, Callable[[], Any]] = {"naive loop": lambda: naive_trial(build(task), epochs)}
+    configs["fit(), compile off (the CPU default)"] = engine("off")
+    if with_compile:
+        configs["fit(), compile on (cache warm in-process)"] = engine("on")
+    return interleaved(configs, rounds, min_seconds=0.0)
+
+
+def pin_threads(threads: int) -> str:
+    """One fixed thread count, and the process kept on that many cores where the OS allows it."""
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the compile probes' subprocesses too
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[:threads]
+        os.sched_setaffinity(0, cores)
+        return f"{threads} threads pinned to cores {cores}"
+    return f"{threads} threads"
+
+
+def _row(name: str, timing: Timing, n: int, base: Timing) -> str:
+    rate, low, high = timing.per_second(n)
+    ratio, worst = timing.speedup_over(base)
+    spread = f"({low:,.0f}-{high:,.0f})"
+    return f"  {name:<42} {rate:>10,.0f} {spread:<20} {ratio:5.2f}x naive (worst round {worst:.2f}x)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-compile", action="store_true", help="no torch.compile (fast smoke run)")
+    parser.add_argument("--allow-busy", action="store_true", help="exit 0 even when the machine was busy")
     parser.add_argument("--json", help="also write all figures to this file")
     parser.add_argument("--compile-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,34 +277,76 @@ def main() -> None:
         print(json.dumps(compile_probe(args.compile_probe)))
         return
     started = time.perf_counter()
+    pinned = pin_threads(args.threads)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"torch {torch.__version__}, {pinned}, cuda={torch.cuda.is_available()}, "
+        f"load average {os.getloadavg()[0]:.2f}; medians of {args.rounds} interleaved rounds (min-max)"
     )
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"threads": args.threads, "rounds": args.rounds}
+    verdicts: list[str] = []
+    spreads: list[tuple[str, float]] = []
     epochs = {"digits-mlp": 10, "shapes-cnn": 2}
+    naive_eval, default_eval = "naive (bs 64, DataLoader, no_grad)", "engine eager (default on CPU)"
     for task in TASKS:
-        print(f"\n== {task}: eval throughput (samples/s, best of {args.rounds} interleaved rounds)")
-        thr = eval_throughput(task, args.rounds, not args.skip_compile)
-        base = thr["naive (bs 64, DataLoader, no_grad)"]
-        for name, value in thr.items():
-            print(f"  {name:<38} {value:>12,.0f}   {value / base:6.2f}x naive")
-        figures[task] = {"eval_samples_per_s": thr}
+        print(f"\n== {task}: eval throughput, samples/s")
+        timings, n = eval_throughput(task, args.rounds, not args.skip_compile)
+        base = timings[naive_eval]
+        for name, timing in timings.items():
+            print(_row(name, timing, n, base))
+            spreads.append((f"{task} {name.strip()}", timing.spread))
+        ratio, worst = timings[default_eval].speedup_over(base)
+        target = 2.5
+        verdicts.append(
+            f"{task}: default eval {ratio:.2f}x naive (worst round {worst:.2f}x); never slower: "
+            f"{'yes' if worst >= 1 else 'NO'}; >= {target}x: {'yes' if ratio >= target else 'NO'}"
+        )
+        figures[task] = {
+            "eval": {name: {"seconds": t.seconds, "samples": n} for name, t in timings.items()},
+        }
         if not args.skip_compile:
             print(f"== {task}: compile time of the eval step (fresh process each)")
             ct = compile_times(task)
             for name, value in ct.items():
-                print(f"  {name:<38} {value:>8.2f} s")
+                print(f"  {name:<42} {value:>8.2f} s")
             figures[task]["compile_s"] = ct
-        print(f"== {task}: end-to-end trial, {epochs[task]} epochs (train + eval)")
-        tt = trial_times(task, epochs[task], not args.skip_compile)
-        for name, value in tt.items():
-            print(f"  {name:<38} {value:>8.2f} s   {tt['naive loop'] / value:5.2f}x faster than naive")
-        figures[task]["trial_s"] = tt
+        print(f"== {task}: end-to-end trial, {epochs[task]} epochs (train + eval), seconds")
+        trials = trial_times(task, epochs[task], args.rounds, not args.skip_compile)
+        for name, timing in trials.items():
+            ratio, worst = timing.speedup_over(trials["naive loop"])
+            print(
+                f"  {name:<42} {timing.median:>8.2f} ({min(timing.seconds):.2f}-{max(timing.seconds):.2f})  "
+                f"{ratio:5.2f}x faster than naive (worst round {worst:.2f}x)"
+            )
+            spreads.append((f"{task} trial {name}", timing.spread))
+        ratio, worst = trials["fit(), compile off (the CPU default)"].speedup_over(trials["naive loop"])
+        verdicts.append(
+            f"{task}: default trial {ratio:.2f}x naive (worst round {worst:.2f}x); never slower: "
+            f"{'yes' if worst >= 1 else 'NO'}"
+        )
+        figures[task]["trial"] = {name: t.seconds for name, t in trials.items()}
+    busy_share = CONTENTION.busy_share()
+    worst_spread = max(spreads, key=lambda item: item[1])
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    print("\n".join(verdicts))
+    busy = busy_share > BUSY_SHARE or worst_spread[1] > BUSY_SPREAD
+    figures["contention"] = {"busy_share": busy_share, "worst_spread": worst_spread}
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=1)
+    if busy:
+        print(
+            f"BUSY: another process was runnable in {busy_share:.0%} of the rounds and the widest spread was "
+            f"{worst_spread[1]:.0%} of its median ({worst_spread[0]}): these figures measure the neighbours "
+            "too; run again on an idle machine",
+            file=sys.stderr,
+        )
+        if not args.allow_busy:
+            raise SystemExit(3)
+    else:
+        print(
+            f"machine quiet: {busy_share:.0%} of rounds saw another runnable process, widest spread "
+            f"{worst_spread[1]:.0%}"
+        )
 
 
 if __name__ == "__main__":

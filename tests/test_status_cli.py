@@ -141,6 +141,9 @@ def test_ctrl_c_ends_watch_quietly(here: Path, pg_url: str) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A terminal's Ctrl-C: a suite started in the background (`make test &`) runs with SIGINT ignored,
+        # which children inherit, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
