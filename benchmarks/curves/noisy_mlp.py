@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.datasets import make_classification
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from hpc_tune.study.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.tasks.common import classification_parts, stratified_split, tensor_datasets
+from hpc_tune.tasks.digits import make_mlp
 
 N_FEATURES = 40
 N_CLASSES = 4
@@ -56,13 +56,5 @@ def build(
 ) -> TaskParts:
     torch.manual_seed(seed)
     hidden, dropout = int(params.get("hidden", 256)), float(params.get("dropout", 0.0))
-    model = nn.Sequential(
-        nn.Linear(N_FEATURES, hidden),
-        nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, N_CLASSES),
-    )
+    model = make_mlp(hidden, 2, dropout, n_features=N_FEATURES, n_classes=N_CLASSES)  # the digits MLP's shape
     return classification_parts(model, datasets(fidelity), params, train)

@@ -40,17 +40,24 @@ def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x, y.astype(np.int64), train_idx, val_idx
 
 
-def make_mlp(hidden: int, layers: int = 2, dropout: float = 0.0) -> nn.Sequential:
+def make_mlp(
+    hidden: int,
+    layers: int = 2,
+    dropout: float = 0.0,
+    *,
+    n_features: int = N_FEATURES,
+    n_classes: int = N_CLASSES,
+) -> nn.Sequential:
     if hidden < 1 or layers < 1 or not 0.0 <= dropout < 1.0:
         raise TaskError(f"bad MLP shape hidden={hidden} layers={layers} dropout={dropout}", "params")
     blocks: list[nn.Module] = []
-    width = N_FEATURES
+    width = n_features
     for _ in range(layers):
         blocks += [nn.Linear(width, hidden), nn.ReLU()]
         if dropout > 0:
             blocks.append(nn.Dropout(dropout))
         width = hidden
-    blocks.append(nn.Linear(width, N_CLASSES))
+    blocks.append(nn.Linear(width, n_classes))
     return nn.Sequential(*blocks)
 
 

@@ -222,19 +222,23 @@ def test_cnn_trains_with_channels_last_and_resumes(tmp_path):
     assert straight.records[0]["eval_samples_per_s"] > 0
 
 
+NO_SCHEDULE = OPTIONS.model_copy(update={"schedule": ScheduleConfig(type="none")})
+HALVED = NO_SCHEDULE.model_copy(update={"val_fraction": 0.5})
+SELECT = ("val_acc", "maximize")
+
+
+def _fit_falling_apart(options, **kwargs):
+    """lr 0.3 without a schedule: the net is best after its first epoch and then falls apart, so the last
+    epoch's weights and the best epoch's differ."""
+    parts = digits.build({"hidden": 16, "lr": 0.3, "optimizer": "sgd"}, None, 0, options)
+    return fit(parts, epochs=6, options=options, on_epoch=lambda r: None, select=SELECT, **kwargs)
+
+
 def test_a_halved_validation_reports_the_whole_sets_value_of_the_final_and_best_weights():
     """Epochs validate on the same stratified half; at the end the last epoch's weights and the weights of
     the epoch the half liked best are validated on the whole set. Validation does not touch training, so a
     run that validates every epoch on the whole set gives the ground truth for both."""
-    options = OPTIONS.model_copy(update={"schedule": ScheduleConfig(type="none")})
-    halved = options.model_copy(update={"val_fraction": 0.5})
-    build = lambda o: digits.build({"hidden": 16, "lr": 0.3, "optimizer": "sgd"}, None, 0, o)  # noqa: E731
-    whole = fit(
-        build(options), epochs=6, options=options, on_epoch=lambda r: None, select=("val_acc", "maximize")
-    )
-    half = fit(
-        build(halved), epochs=6, options=halved, on_epoch=lambda r: None, select=("val_acc", "maximize")
-    )
+    whole, half = _fit_falling_apart(NO_SCHEDULE), _fit_falling_apart(HALVED)
     assert whole.full_validation == []  # nothing to redo when epochs already saw the whole set
     n_val = len(digits.datasets()[1])
     truth = {r["epoch"]: r["val_acc"] for r in whole.records}
@@ -243,7 +247,6 @@ def test_a_halved_validation_reports_the_whole_sets_value_of_the_final_and_best_
     final = half.full_validation[0]
     assert final["of"] == "final" and final["epoch"] == 6 and final["val_samples"] == n_val
     assert final["val_acc"] == pytest.approx(truth[6], abs=1e-6)
-    # lr 0.3 without a schedule: the net is best after epoch 1 and then falls apart, so the two differ
     best_epoch = max(subset, key=lambda e: (subset[e], -e))
     assert best_epoch < 6 and len(half.full_validation) == 2
     best = half.full_validation[1]
@@ -253,30 +256,11 @@ def test_a_halved_validation_reports_the_whole_sets_value_of_the_final_and_best_
 
 
 def test_the_best_weights_of_a_halved_validation_survive_a_resume(tmp_path):
-    halved = OPTIONS.model_copy(update={"val_fraction": 0.5, "schedule": ScheduleConfig(type="none")})
-    build = lambda: digits.build({"hidden": 16, "lr": 0.3, "optimizer": "sgd"}, None, 0, halved)  # noqa: E731
-    select = ("val_acc", "maximize")
-    straight = fit(build(), epochs=6, options=halved, on_epoch=lambda r: None, select=select)
+    straight = _fit_falling_apart(HALVED)
     path = tmp_path / "ckpt.pt"
     stops = iter([False, False, True])
-    fit(
-        build(),
-        epochs=6,
-        options=halved,
-        on_epoch=lambda r: None,
-        checkpoint_path=path,
-        stop_requested=lambda: next(stops),
-        select=select,
-    )
-    resumed = fit(
-        build(),
-        epochs=6,
-        options=halved,
-        on_epoch=lambda r: None,
-        checkpoint_path=path,
-        resume=True,
-        select=select,
-    )
+    _fit_falling_apart(HALVED, checkpoint_path=path, stop_requested=lambda: next(stops))
+    resumed = _fit_falling_apart(HALVED, checkpoint_path=path, resume=True)
     kept = [(r["of"], r["epoch"]) for r in straight.full_validation]
     assert kept[1][1] <= 3  # the best epoch was before the hand-on: only the checkpoint still has its weights
     assert [(r["of"], r["epoch"]) for r in resumed.full_validation] == kept
