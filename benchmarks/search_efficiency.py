@@ -35,7 +35,8 @@ Definitions (the choices behind the numbers):
   each busy worker runs one epoch; a trial is told when it completes, is pruned or diverges; an idle worker
   asks at the next tick, while others are still running (so constant liar matters).
 
-Usage: .venv/bin/python benchmarks/search_efficiency.py [--table digits] [--reps 20] [--workers 1,4] [--quick]
+Usage: .venv/bin/python benchmarks/search_efficiency.py [--table all|digits|shapes|noisy] [--reps 20]
+[--workers 1,4] [--quick]; it ends with the default's verdict against the targets (docs/strategies.md).
 """
 
 from __future__ import annotations
