@@ -76,6 +76,7 @@ class TrialRecord:
             return
         pick = (max if direction == "maximize" else min)(finite, key=lambda r: float(r[metric]))
         self.best = {k: v for k, v in pick.items() if k == "epoch" or k.startswith("val_")}
+        self.best[metric] = float(pick[metric])  # a metric whose name does not start with val_ too
         self.best["validated_on"] = "full"
 
     def to_json(self) -> dict[str, Any]:

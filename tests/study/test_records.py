@@ -59,3 +59,27 @@ def test_reader_quarantines_damaged_files(tmp_path: Path) -> None:
     assert whys["trial-1.json"].startswith("not valid JSON")
     assert whys["trial-2.json"] == "missing key 'study'"
     assert whys["trial-3.json"] == "schema_version 9"
+
+
+def test_full_validation_replaces_the_subsets_best_whatever_the_metric_is_called(tmp_path: Path) -> None:
+    record = TrialRecord(study="s", trial=0, params={})
+    for epoch, f1 in ((1, 0.5), (2, 0.9), (3, 0.7)):  # a subset's values: epoch 2 looked best
+        record.add_epoch({"epoch": epoch, "f1": f1, "val_loss": 1.0 / epoch}, "f1", "maximize")
+    assert record.best is not None and record.best["f1"] == 0.9
+    full = [
+        {"epoch": 3, "of": "final", "f1": 0.72, "val_loss": 0.4, "val_samples": 100},
+        {"epoch": 2, "of": "best", "f1": 0.81, "val_loss": 0.5, "val_samples": 100},
+        {"epoch": 2, "of": "nan", "f1": float("nan"), "val_loss": 0.5, "val_samples": 100},
+    ]
+    record.set_full_validation(full, "f1", "maximize")
+    assert record.best == {
+        "epoch": 2,
+        "f1": 0.81,
+        "val_loss": 0.5,
+        "val_samples": 100,
+        "validated_on": "full",
+    }
+    record.set_full_validation(full[:1], "f1", "minimize")
+    assert record.best["f1"] == 0.72 and record.full_validation == full[:1]
+    write_trial(tmp_path, record)
+    assert json.loads(trial_path(tmp_path, 0).read_text())["full_validation"][0]["of"] == "final"
