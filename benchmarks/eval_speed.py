@@ -2,7 +2,8 @@
 
 For each built-in task (digits MLP, shapes CNN):
   1. per-sample eval throughput: naive loop (eager, no_grad, DataLoader, eval batch = train batch) vs the
-     engine's evaluator (inference_mode, 2x batch, pre-collated tensors, channels_last for convs), eager
+     engine's evaluator (inference_mode, 2x batch, pre-collated tensors, channels_last for convs, the eval
+     graph with BatchNorm folded and ReLU after max-pooling), eager
      and compiled, plus ablations and bf16 autocast on CPU;
   2. compile time, cold (empty cache dir) and warm (the same cache dir again), each in a fresh process, plus
      a second model of the same shape in the same process (what the next trial of a worker pays);
@@ -158,6 +159,15 @@ def eval_throughput(task: str, rounds: int, with_compile: bool) -> tuple[dict[st
         ),
     }
     if conv:
+        configs["  ablation: model as written (no eval graph)"] = Evaluator(
+            model,
+            *args,
+            batch_size=2 * TRAIN_BATCH,
+            device=CPU,
+            compile="off",
+            memory_format=fast,
+            rewrite=False,
+        )
         configs["  ablation: no channels_last"] = Evaluator(
             plain, *args, batch_size=2 * TRAIN_BATCH, device=CPU, compile="off"
         )

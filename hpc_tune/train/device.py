@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
+import platform
 from typing import Any, Literal
 
 import torch
@@ -39,6 +42,40 @@ def loader_settings(device: torch.device, num_workers: Literal["auto"] | int) ->
         settings["persistent_workers"] = True
         settings["prefetch_factor"] = 4
     return settings
+
+
+# glibc's mallopt parameters (malloc.h) and the values set: allocations up to 32 MiB (glibc's largest mmap
+# threshold on 64-bit) come from the heap, and up to 1 GiB of freed heap stays with the process.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 2**20
+_TRIM_THRESHOLD = 2**30
+_host_memory_kept: bool | None = None
+
+
+def keep_freed_host_memory() -> bool:
+    """Let this process keep the CPU memory it frees, as CUDA's caching allocator does on a GPU.
+
+    PyTorch allocates CPU tensors with glibc's malloc, which serves blocks of a few MiB (a CNN's activations)
+    with mmap and hands them back to the OS when freed, or trims them off the heap. Every validation then
+    page-faults its activations in again: measured on the shapes CNN, 13,760 page faults and twice the time
+    per eval pass. Whether it happens depends on malloc's adaptive threshold, so the same benchmark measured
+    2.3x in one run and 1.0x in the next. Fixed thresholds keep freed blocks for reuse. The cost is that the
+    process holds on to its peak heap, which a worker running trial after trial reaches anyway. Only glibc
+    has these knobs; elsewhere nothing changes. Returns whether the thresholds are set.
+    """
+    global _host_memory_kept
+    if _host_memory_kept is None:
+        _host_memory_kept = False
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                _host_memory_kept = bool(
+                    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+                )
+            except (OSError, AttributeError) as exc:
+                log.debug("malloc thresholds left as they are: %s", exc)
+    return _host_memory_kept
 
 
 def is_oom(exc: BaseException) -> bool:

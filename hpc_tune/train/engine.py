@@ -25,7 +25,14 @@ from hpc_tune.tasks.base import TaskParts
 from hpc_tune.train.batch_probe import BatchPlan, plan_for_device
 from hpc_tune.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from hpc_tune.train.data import Batches, in_memory_tensors
-from hpc_tune.train.device import free_memory, is_oom, loader_settings, resolve_device, synchronize
+from hpc_tune.train.device import (
+    free_memory,
+    is_oom,
+    keep_freed_host_memory,
+    loader_settings,
+    resolve_device,
+    synchronize,
+)
 from hpc_tune.train.evaluate import Evaluator, use_compile_cache
 from hpc_tune.train.faults import Fault
 from hpc_tune.train.precision import autocast, device_caps, make_grad_scaler, resolve_precision
@@ -149,6 +156,8 @@ class _Run:
         self.precision = resolve_precision(options.amp, device_caps(self.device))
         if self.device.type == "cuda":
             torch.cuda.set_per_process_memory_fraction(options.memory_fraction, self.device)
+        else:
+            keep_freed_host_memory()  # training's activations and gradients are reused, not faulted in again
         self.memory_format = _memory_format(parts.model, self.device)
         self.model = parts.model.to(self.device)
         if self.memory_format is not None:

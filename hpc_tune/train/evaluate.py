@@ -1,8 +1,11 @@
-"""Validation, as fast as the device allows without changing the numbers.
+"""Validation, as fast as the device allows without changing the numbers beyond float rounding.
 
 - ``torch.inference_mode`` (no autograd bookkeeping at all, cheaper than ``no_grad``);
 - eval batch = train batch × ``eval_batch_multiplier`` (no activations are kept, so a larger batch fits);
 - pre-collated in-memory tensors kept on the device (see data.py);
+- when the step runs eagerly, each BatchNorm folded into the convolution before it and each ReLU moved
+  after the max-pool that follows it (eval_graph.py; float rounding only, checked on the first batch);
+- on a CPU, freed activations kept by the process instead of being handed back to the OS (device.py);
 - loss and metric sums accumulated on the device, read back ONCE per evaluation (one sync, not one per batch);
 - an optional ``torch.compile``d eval step, shared compile cache per study, and a logged fallback to eager
   whenever compilation is disabled or fails — never a crashed trial because of the compiler.
@@ -25,7 +28,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from hpc_tune.train.data import Batches
-from hpc_tune.train.device import is_oom, synchronize
+from hpc_tune.train.device import is_oom, keep_freed_host_memory, synchronize
+from hpc_tune.train.eval_graph import EvalGraph, build_eval_graph
 from hpc_tune.train.precision import PrecisionPolicy, autocast
 
 log = logging.getLogger(__name__)
@@ -82,8 +86,13 @@ class EvalResult:
         return self.n / self.seconds if self.seconds > 0 else float("inf")
 
 
+# The first batch's outputs of the model and of its eval graph may differ by this share of their largest
+# magnitude (TF32 convolutions on a GPU round at ~1e-3); a wrong rewrite is off by the outputs' own order.
+GRAPH_TOLERANCE = 1e-2
+
+
 def _make_step(
-    model: nn.Module,
+    model: Callable[[Tensor], Tensor],
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     metric_fns: tuple[Callable[[Tensor, Tensor], Tensor], ...],
 ) -> Callable[[Tensor, Tensor], Tensor]:
@@ -161,9 +170,14 @@ class Evaluator:
         compile: CompileSetting = "auto",
         loader_kwargs: dict[str, object] | None = None,
         memory_format: torch.memory_format | None = None,
+        rewrite: bool = True,
     ) -> None:
+        """``rewrite=False`` evaluates the model as written, never its eval graph (the benchmark's ablation
+        and the tests)."""
         self.model = model
         self.device = device
+        if device.type == "cpu":
+            keep_freed_host_memory()
         self.precision = precision or PrecisionPolicy(None, False)
         self.metric_names = tuple(metrics)
         size = len(val_set)  # type: ignore[arg-type]
@@ -184,11 +198,32 @@ class Evaluator:
         self.batches = self._batches_of(limit=limit if limit < size else None)
         self.subset = limit < size
         self._full: Batches | None = None
+        compile_it = should_compile(compile, device)
+        # Inductor rewrites the graph itself; the eager step gets eval_graph's rewrites.
+        self.graph: EvalGraph | None = build_eval_graph(model) if rewrite and not compile_it else None
+        self._graph_checked = False
+        self._model_step = _make_step(model, loss_fn, tuple(metrics.values()))
         self.step = EvalStep(
-            _make_step(model, loss_fn, tuple(metrics.values())),
-            should_compile(compile, device),
+            _make_step(self.graph, loss_fn, tuple(metrics.values())) if self.graph else self._model_step,
+            compile_it,
             compile_mode(device),
         )
+
+    def _check_graph(self, x: Tensor) -> None:
+        """Once per trial: the eval graph must give the model's outputs, or the model runs as written."""
+        self._graph_checked = True
+        assert self.graph is not None
+        with torch.autocast(self.device.type, enabled=False):
+            expected, got = self.model(x).float(), self.graph(x).float()
+        scale = expected.abs().max().clamp_min(1e-12)
+        if expected.shape != got.shape or not bool(((expected - got).abs().max() / scale) <= GRAPH_TOLERANCE):
+            _warn_once(
+                "eval_graph",
+                "the rewritten eval graph changed this model's outputs beyond rounding; validating the model "
+                "as written",
+            )
+            self.graph = None
+            self.step = EvalStep(self._model_step, False, compile_mode(self.device))
 
     def __call__(self, full: bool = False) -> EvalResult:
         """This epoch's validation; ``full``: on the whole validation set even when epochs use a subset."""
@@ -203,8 +238,12 @@ class Evaluator:
         start = time.perf_counter()
         total: Tensor | None = None
         try:
+            if self.graph is not None:
+                self.graph.refresh()  # this epoch's weights and running statistics
             with torch.inference_mode(), autocast(self.device, self.precision):
                 for x, y in batches:
+                    if self.graph is not None and not self._graph_checked:
+                        self._check_graph(x)
                     sums = self.step(x, y)
                     total = sums if total is None else total + sums
             values = total.tolist() if total is not None else [0.0] * (1 + len(self.metric_names))
@@ -220,6 +259,7 @@ class Evaluator:
         )
 
     def release(self) -> None:
+        self.graph = None
         self.batches.release()
         if self._full is not None:
             self._full.release()
