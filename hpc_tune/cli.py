@@ -143,15 +143,15 @@ def init(output: Path, force: bool) -> None:
 )
 def check(config_path: Path, dry_run: bool) -> None:
     """Validate the config, import the task, and warn about settings that waste trials."""
-    from hpc_tune.study.lint import lint, lint_against_study
+    from hpc_tune.study.lint import lint, lint_against_study, lint_for_task
     from hpc_tune.study.shared import existing_study_attrs
     from hpc_tune.tasks.base import load_task
 
     loaded = _load(config_path)
     # Import the task as a worker would: a missing file, a typo in the module or a broken import is one line
     # here, not a failure in every array task.
-    load_task(loaded.config.task, loaded.root, has_space=loaded.config.space is not None)
-    findings = lint(loaded.config)
+    task = load_task(loaded.config.task, loaded.root, has_space=loaded.config.space is not None)
+    findings = lint(loaded.config) + lint_for_task(loaded.config, task.kind)
     try:
         # A study submitted before: is this config still the one its trials ran with?
         attrs = existing_study_attrs(

@@ -60,6 +60,22 @@ def test_check_prints_warnings_then_ok(tmp_path: Path) -> None:
     )
 
 
+def test_check_warns_about_engine_options_an_objective_never_reads(tmp_path: Path) -> None:
+    (tmp_path / "objective_task.py").write_text(
+        "def objective(trial):\n    return trial.suggest_float('x', 0.0, 1.0)\n"
+    )
+    cfg = write_config(
+        tmp_path, task="objective_task.py:objective", space=None, sampler=TPE6, train={"val_fraction": 0.5}
+    )
+    code, out, _ = invoke("check", "-c", str(cfg))
+    assert code == 0
+    assert out.splitlines()[0] == (
+        "warning: train.val_fraction: is read by hpctune's engine only, and an objective "
+        "trains in its own code: it has no effect; remove it, and reduce validation or change precision in "
+        "the task's own code"
+    )
+
+
 # write_config's space has 3 parameters every trial samples: 6 startup trials keep the TPE warning away
 TPE6 = {"type": "tpe", "seed": 1, "n_startup_trials": 6}
 

@@ -126,6 +126,29 @@ def lint_against_study(config: Config, study_attrs: Mapping[str, Any]) -> list[F
     ]
 
 
+def lint_for_task(config: Config, kind: str) -> list[Finding]:
+    """Warnings that need to know what the task is (``LoadedTask.kind``): train options that only hpctune's
+    engine reads, set for an objective or a command, which train in their own code. ``train.seed`` reaches
+    them too (the trial's seed), so it is not one of those."""
+    if kind == "build":
+        return []
+    ignored = sorted(f"train.{name}" for name in config.train.model_fields_set if name != "seed")
+    if not ignored:
+        return []
+    one = len(ignored) == 1
+    trains = (
+        "a command runs its own training loop" if kind == "command" else "an objective trains in its own code"
+    )
+    return [
+        Finding(
+            ignored[0] if one else "train",
+            f"{'is' if one else ', '.join(ignored) + ' are'} read by hpctune's engine only, and {trains}: "
+            f"{'it has' if one else 'they have'} no effect; remove {'it' if one else 'them'}, and reduce "
+            "validation or change precision in the task's own code",
+        )
+    ]
+
+
 def _pruning_warmup(config: Config) -> list[Finding]:
     """Pruning that starts while the learning rate still warms up judges curves that say nothing yet;
     pruning that starts at the last epoch never happens (the last epoch is a result, never pruned)."""

@@ -14,7 +14,14 @@ import sqlalchemy
 import yaml
 
 from hpc_tune.study.config import load_config, parse_config
-from hpc_tune.study.lint import Finding, hyperband_brackets, lint, lint_against_study, slurm_time_seconds
+from hpc_tune.study.lint import (
+    Finding,
+    hyperband_brackets,
+    lint,
+    lint_against_study,
+    lint_for_task,
+    slurm_time_seconds,
+)
 from hpc_tune.study.shared import EPOCHS_ATTR, existing_study_attrs, open_study
 from hpc_tune.study.storage import resolve_storage
 
@@ -272,6 +279,20 @@ def test_a_command_gets_text_anyway() -> None:
         }
     )
     assert lint(config) == []
+
+
+def test_engine_only_train_options_for_a_task_that_trains_itself() -> None:
+    config = parse_config(cfg(train={"val_fraction": 0.25, "seed": 3}))
+    assert lint_for_task(config, "build") == []  # the engine reads it
+    (found,) = lint_for_task(config, "objective")
+    assert found.key == "train.val_fraction"
+    assert "engine only" in found.message and "an objective" in found.message
+    assert "train.seed" not in found.message  # objectives and commands get the trial's seed too
+    two = parse_config(cfg(train={"amp": "bf16", "max_val_batches": 4}))
+    (found,) = lint_for_task(two, "command")
+    assert found.key == "train"
+    assert "train.amp, train.max_val_batches are read by hpctune's engine only" in found.message
+    assert lint_for_task(parse_config(cfg(train={"seed": 1})), "command") == []
 
 
 # --------------------------------------------------------------------------------------------- epochs changed
