@@ -36,6 +36,7 @@ bench: venv test-services
 	$(PY) benchmarks/orchestration.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/amp_tolerance.py
 	$(PY) benchmarks/search_efficiency.py
 
 clean:

@@ -549,6 +549,14 @@ def _ratio(value: float, reference: float) -> str:
     return _fmt(value / reference, 2) if reference > 0 else "-"
 
 
+def median_epochs_to_target(
+    results: dict[tuple[int, int], list[dict[str, Any]]], strategy: int, workers: int
+) -> float:
+    """The median over repetitions (never reached counts as infinitely many); nan when it did not run."""
+    reps = results.get((strategy, workers))
+    return _median([r["epochs_to_target"] for r in reps]) if reps else math.nan
+
+
 def summarize(
     table: Table,
     results: dict[tuple[int, int], list[dict[str, Any]]],
@@ -560,9 +568,8 @@ def summarize(
     target, to Optuna's defaults (strategy ``OPTUNA``) when it ran."""
     rows = []
     reference = results[(0, workers)]
-    ref_ett = _median([r["epochs_to_target"] for r in reference])
-    optuna_reps = results.get((OPTUNA, workers))
-    optuna_ett = _median([r["epochs_to_target"] for r in optuna_reps]) if optuna_reps else math.nan
+    ref_ett = median_epochs_to_target(results, 0, workers)
+    optuna_ett = median_epochs_to_target(results, OPTUNA, workers)
     ref_regret = {
         b: _median([r["regret"][b] for r in reference if not math.isnan(r["regret"][b])]) for b in budgets
     }
@@ -576,7 +583,7 @@ def summarize(
     for index, name in names.items():
         reps = results[(index, workers)]
         ett = [r["epochs_to_target"] for r in reps]
-        median = _median(ett)
+        median = median_epochs_to_target(results, index, workers)
         never = sum(math.isinf(v) for v in ett) / len(ett)
         cells = [
             name,
@@ -652,9 +659,7 @@ def verdict(
     for workers in workers_list:
         if (DEFAULT, workers) not in results or (OPTUNA, workers) not in results:
             continue
-        ett = {
-            i: _median([r["epochs_to_target"] for r in results[(i, workers)]]) for i in (0, OPTUNA, DEFAULT)
-        }
+        ett = {i: median_epochs_to_target(results, i, workers) for i in (0, OPTUNA, DEFAULT)}
         vs_random = ett[0] / ett[DEFAULT] if math.isfinite(ett[DEFAULT]) else 0.0
         vs_optuna = ett[OPTUNA] / ett[DEFAULT] if math.isfinite(ett[DEFAULT]) else 0.0
         met = vs_random >= 3 and vs_optuna >= 1.5
