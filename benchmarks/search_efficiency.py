@@ -674,8 +674,13 @@ def verdict(
         )
         lines.append(
             f"{table.name}, {workers} worker{'s' * (workers > 1)}: the default needs {_fmt(ett[DEFAULT])} "
-            f"epochs, {vs_random:.2f}x fewer than random (target 3x) and {vs_optuna:.2f}x fewer than"
-            f" Optuna's defaults (target 1.5x): {'met' if met else 'NOT met'}{bound}"
+            f"epochs, {vs_random:.2f}x fewer than random (target 3x) and "
+            + (
+                "Optuna's defaults never reached the target in the median"
+                if math.isinf(vs_optuna)
+                else f"{vs_optuna:.2f}x fewer than Optuna's defaults"
+            )
+            + f" (target 1.5x): {'met' if met else 'NOT met'}{bound}"
         )
     return lines
 

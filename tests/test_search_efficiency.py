@@ -245,6 +245,11 @@ def test_the_verdict_compares_the_default_with_random_and_optuna() -> None:
     ]
     missed = {**met, (DEFAULT, 4): reps(math.inf, math.inf, 50), (0, 4): reps(1), (OPTUNA, 4): reps(1)}
     assert ": NOT met" in verdict(table, missed, [4])[0]
+    optuna_never = {**met, (OPTUNA, 1): reps(math.inf, math.inf, 150)}
+    assert (
+        "Optuna's defaults never reached the target in the median (target 1.5x)"
+        in (verdict(table, optuna_never, [1])[0])
+    )
     # Random search reaching the target within 2.5 full trainings: 3x is out of any strategy's reach.
     quick = {(0, 1): reps(2.5 * EPOCHS), (OPTUNA, 1): reps(2 * EPOCHS), (DEFAULT, 1): reps(2 * EPOCHS)}
     assert verdict(table, quick, [1])[0].endswith(
