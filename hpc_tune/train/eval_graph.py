@@ -153,11 +153,15 @@ def build_eval_graph(model: nn.Module) -> EvalGraph | None:
     """The rewritten graph of ``model``, or None when no rewrite applies or the model cannot be traced."""
     if not any(isinstance(m, _NORMS + _POOLS) for m in model.modules()) or _has_hooks(model):
         return None  # nothing to rewrite (and no trace to pay for), or hooks the rewrite would bypass
+    was_training = model.training
+    model.eval()  # a forward that branches on self.training is traced as it validates, not as it trains
     try:
         traced = fx.symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracing problem means "evaluate the model as written"
         log.debug("eval graph not built: the model cannot be traced (%s: %s)", type(exc).__name__, exc)
         return None
+    finally:
+        model.train(was_training)
     modules = dict(traced.named_modules())
     folded = _fold_batch_norms(traced, modules)
     swapped = _move_relus_after_max_pools(traced, dict(traced.named_modules()))

@@ -124,6 +124,31 @@ class _DataDependent(nn.Module):
         return self.norm(self.conv(x))
 
 
+class _AuxWhileTraining(nn.Module):
+    """Inception-style: an auxiliary output while training only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.aux = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor):
+        out = self.norm(self.conv(x))
+        if self.training:
+            return out, self.aux(x)
+        return out
+
+
+def test_the_graph_is_traced_as_the_model_validates():
+    model = _AuxWhileTraining()
+    model.train()
+    graph = build_eval_graph(model)
+    assert model.training  # tracing in eval mode left the model as it was
+    assert graph is not None
+    x = torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model.eval()(x), rtol=1e-4, atol=1e-5)
+
+
 def test_models_that_cannot_be_folded_are_left_as_written():
     assert build_eval_graph(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())) is None  # nothing to rewrite
     assert build_eval_graph(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))) is None  # not after a conv
