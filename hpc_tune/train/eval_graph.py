@@ -86,10 +86,8 @@ class EvalGraph:
 
 
 def _has_hooks(model: nn.Module) -> bool:
-    return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._state_dict_hooks
-        for m in model.modules()
-    )
+    """A folded BatchNorm, or a model run through its graph, would no longer call a user's forward hooks."""
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
 
 
 def _fold_batch_norms(traced: fx.GraphModule, modules: dict[str, nn.Module]) -> list[FoldedConv]:
