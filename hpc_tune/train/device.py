@@ -59,9 +59,10 @@ def keep_freed_host_memory() -> bool:
     with mmap and hands them back to the OS when freed, or trims them off the heap. Every validation then
     page-faults its activations in again: measured on the shapes CNN at batch 256, 4,300 to 13,800 page
     faults and up to twice the time per eval pass. Whether it happens depends on malloc's adaptive threshold,
-    so the same benchmark measured 2.3x in one run and 1.0x in the next. Fixed thresholds keep freed blocks for reuse. The cost is that the
-    process holds on to its peak heap, which a worker running trial after trial reaches anyway. Only glibc
-    has these knobs; elsewhere nothing changes. Returns whether the thresholds are set.
+    so the same benchmark measured 2.3x in one run and 1.0x in the next. Fixed thresholds keep freed blocks
+    for reuse. The cost is that the process holds on to its peak heap, which a worker running trial after
+    trial reaches anyway. Only glibc has these knobs; elsewhere nothing changes. Returns whether the
+    thresholds are set.
     """
     global _host_memory_kept
     if _host_memory_kept is None:
