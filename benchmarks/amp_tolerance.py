@@ -1,6 +1,7 @@
 """Mixed precision against fp32 on the same seeds: how far the learning curves move, and what it buys.
 
-For each built-in task, every seed trains twice with ``fit()``: ``amp: off`` (fp32) and the reduced precision
+For each task (the built-in digits MLP and shapes CNN, and the ResNet-style CNN of benchmarks/resnet_task.py),
+every seed trains twice with ``fit()``: ``amp: off`` (fp32) and the reduced precision
 this device would use (bf16 where supported: a GPU with bf16, or a CPU, where bf16 autocast is opt-in; fp16
 with GradScaler on a GPU without bf16). Both runs see the same data order and initial weights (the seed), so
 every difference in the curves comes from the precision. Printed per task: the gap in validation accuracy at
@@ -19,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +30,11 @@ from hpc_tune.tasks import digits, shapes_cnn
 from hpc_tune.train.device import resolve_device
 from hpc_tune.train.engine import fit
 from hpc_tune.train.precision import device_caps, resolve_precision
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # resnet_task.py lives beside this script, not in hpctune's built-in tasks
+    sys.path.insert(0, str(HERE))
+import resnet_task  # noqa: E402
 
 # The tolerance we state: reduced precision may move a trial's final validation accuracy by at most 1 point
 # on average over seeds (2 points for any single seed), and its curve by at most 2 points at any epoch of the
@@ -40,6 +47,7 @@ LATE_CURVE_POINTS = 2.0
 TASKS: dict[str, tuple[Any, dict[str, Any], int]] = {
     "digits-mlp": (digits, {"hidden": 64, "lr": 0.01}, 15),
     "shapes-cnn": (shapes_cnn, {"channels": 16, "lr": 0.003}, 8),
+    "shapes-resnet": (resnet_task, {"width": 32, "lr": 0.003}, 6),
 }
 
 
