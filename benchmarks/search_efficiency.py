@@ -62,6 +62,7 @@ from optuna.trial import TrialState
 
 from hpc_tune.study.campaign import PHASE_ATTR, decide
 from hpc_tune.study.config import Config, PrunerConfig
+from hpc_tune.study.reliable_pruning import MIN_COMPLETE
 from hpc_tune.study.space import suggest
 from hpc_tune.study.strategy import make_pruner, make_sampler
 
@@ -650,8 +651,38 @@ def replay_table(
     return results
 
 
+def random_hit_rate(table: Table, draws: int = 2000) -> float:
+    """The share of random draws from the table's space (snapped to its grid, as the replay does) whose
+    configuration is within the target: what the first, random trials of any TPE study hit."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=table.direction, sampler=optuna.samplers.RandomSampler(seed=0))
+    space = table_config(table).space
+    assert space is not None
+    hits = sum(table.within_target(table.snap(suggest(study.ask(), space))) for _ in range(draws))
+    return hits / draws
+
+
+def gated_floor(table: Table, hit_rate: float, min_complete: int = MIN_COMPLETE) -> float:
+    """The fewest epochs, in the median over searches with one worker, that a strategy needs when it draws its
+    first ``min_complete`` trials at random and prunes nothing until they have finished — as the default's
+    ``auto`` warm-up must, to learn whether the curves can be trusted before it acts on them.
+
+    If the first within-target draw is trial T <= ``min_complete``, every trial up to it ran fully: T full
+    trainings. Otherwise ``min_complete`` trials ran fully and the within-target one must finish too: at least
+    ``min_complete + 1`` full trainings, whatever the sampler does after the random ones. So the cost is at
+    least min(T, min_complete + 1) full trainings, with T geometric in the hit rate (TPE's startup trials,
+    10 by default, are random draws)."""
+    for t in range(1, min_complete + 1):
+        if 1 - (1 - hit_rate) ** t >= 0.5:
+            return float(t * table.epochs)
+    return float((min_complete + 1) * table.epochs)
+
+
 def verdict(
-    table: Table, results: dict[tuple[int, int], list[dict[str, Any]]], workers_list: list[int]
+    table: Table,
+    results: dict[tuple[int, int], list[dict[str, Any]]],
+    workers_list: list[int],
+    hit_rate: float | None = None,
 ) -> list[str]:
     """The default against the targets: >= 3x fewer epochs than random without pruning, >= 1.5x fewer than
     Optuna's defaults (medians of epochs to target; never reached counts as infinitely many)."""
@@ -672,6 +703,16 @@ def verdict(
             if math.isfinite(ceiling) and ceiling <= 3
             else ""
         )
+        if workers == 1 and hit_rate and not bound:
+            floor = gated_floor(table, hit_rate)
+            allowed = min(ett[0] / 3, ett[OPTUNA] / 1.5)
+            if floor > allowed:
+                bound = (
+                    f"; out of reach of any search that prunes nothing until {MIN_COMPLETE} random trials "
+                    f"have finished (the default's safeguard): with 1 draw in {1 / hit_rate:.1f} within the "
+                    f"target it needs at least {_fmt(floor)} epochs in the median, the targets at most "
+                    f"{_fmt(allowed)}"
+                )
         lines.append(
             f"{table.name}, {workers} worker{'s' * (workers > 1)}: the default needs {_fmt(ett[DEFAULT])} "
             f"epochs, {vs_random:.2f}x fewer than random (target 3x) and "
@@ -742,7 +783,8 @@ def main(argv: list[str] | None = None) -> None:
         shown = {i: names[i] for i in chosen}
         for workers in workers_list:
             print("\n".join(summarize(table, results, shown, workers, budgets)) + "\n", flush=True)
-        verdicts += verdict(table, results, workers_list)
+        hit_rate = random_hit_rate(table) if 1 in workers_list else None
+        verdicts += verdict(table, results, workers_list, hit_rate)
         figures[path.name] = {
             "names": names,
             "results": {f"{names[i]}|{w}": v for (i, w), v in results.items()},

@@ -256,3 +256,40 @@ def test_the_verdict_compares_the_default_with_random_and_optuna() -> None:
         "NOT met; no strategy can be more than 2.5x faster than random here (random needs 2.5 full "
         "trainings, any search at least one)"
     )
+
+
+def test_the_random_hit_rate_is_the_share_of_the_space_that_snaps_into_the_target() -> None:
+    from benchmarks.search_efficiency import random_hit_rate
+
+    # lr is log-uniform on [1e-3, 1e-1]; it snaps to 1e-2 or 3e-2 (both within the target with adamw) between
+    # the log midpoints 10^-2.5 and 10^((log10(0.03) - 1) / 2); half of the draws pick adamw.
+    low, high = -2.5, (math.log10(0.03) - 1) / 2
+    expected = (high - low) / 2 * 0.5
+    assert random_hit_rate(synthetic_table()) == pytest.approx(expected, abs=0.04)  # 2000 draws: sd 0.01
+
+
+def test_a_search_that_waits_for_finished_trials_before_pruning_has_a_floor() -> None:
+    from benchmarks.search_efficiency import DEFAULT, OPTUNA, gated_floor, verdict
+
+    table = synthetic_table()
+    assert gated_floor(table, 0.5, min_complete=5) == EPOCHS  # half the first draws hit
+    assert gated_floor(table, 0.31, min_complete=5) == 2 * EPOCHS  # 1 - 0.69^2 = 0.52
+    # Rarely hit: 5 trials run fully before any pruning, then the hit must finish too.
+    assert gated_floor(table, 0.01, min_complete=5) == 6 * EPOCHS
+    assert gated_floor(table, 0.01, min_complete=3) == 4 * EPOCHS
+
+    def reps(*epochs: float) -> list[dict[str, Any]]:
+        return [{"epochs_to_target": e} for e in epochs]
+
+    # Random needs 5 trainings, Optuna 2.5: the targets ask for at most 13 epochs; the floor at a 5 % hit
+    # rate is 6 trainings.
+    results = {(0, 1): reps(40), (OPTUNA, 1): reps(20), (DEFAULT, 1): reps(30)}
+    line = verdict(table, results, [1], hit_rate=0.05)[0]
+    assert line.endswith(
+        "NOT met; out of reach of any search that prunes nothing until 5 random trials have finished (the "
+        "default's safeguard): with 1 draw in 20.0 within the target it needs at least 48 epochs in the "
+        "median, the targets at most 13"
+    )
+    # Within reach (a high hit rate), or no hit rate given: no floor is claimed.
+    assert "out of reach" not in verdict(table, results, [1], hit_rate=0.6)[0]
+    assert "out of reach" not in verdict(table, results, [1])[0]
