@@ -662,6 +662,45 @@ def random_hit_rate(table: Table, draws: int = 2000) -> float:
     return hits / draws
 
 
+def _median_first_hit(hit_rate: float) -> int:
+    """The median trial number of the first within-target draw, when each draw hits with ``hit_rate``."""
+    if not 0 < hit_rate <= 1:
+        raise ValueError(f"a hit rate is in (0, 1], not {hit_rate}")
+    t = 1
+    while 1 - (1 - hit_rate) ** t < 0.5:
+        t += 1
+    return t
+
+
+def search_floor(table: Table, workers: int, hit_rate: float | None = None) -> tuple[float, str]:
+    """The fewest epochs, in the median, that any search on full data needs before its pick is within the
+    target, and why. Whatever it prunes, a search picks only a completed trial, so one within-target
+    configuration must train all its epochs.
+
+    - 1 worker, hit rate known: the first trials of a TPE study are random draws, the first within-target one
+      is trial T (geometric in the hit rate), every miss before it costs at least the one epoch it reported
+      before it could be pruned, and the hit costs E: E + T - 1 epochs, with T at its median.
+    - 1 worker, no hit rate: E.
+    - W workers: every worker trains an epoch in every round until the hit has run its E epochs, so
+      W x E epochs, less the W - 1 that the workers after the hit in its last round have not yet run."""
+    epochs = table.epochs
+    if workers > 1:
+        return (
+            float(workers * epochs - (workers - 1)),
+            f" with {workers} workers (each trains in every round until a within-target trial has run its "
+            f"{epochs} epochs)",
+        )
+    if not hit_rate:
+        return float(epochs), f" (it must train a within-target configuration for all {epochs} epochs)"
+    first = _median_first_hit(hit_rate)
+    return (
+        float(epochs + first - 1),
+        f" whose first trials are random draws, as TPE's are (1 draw in {1 / hit_rate:.1f} is within the "
+        f"target, so the first hit is trial {first} in the median; each miss before it costs at least 1 "
+        f"epoch, the hit {epochs})",
+    )
+
+
 def gated_floor(table: Table, hit_rate: float, min_complete: int = MIN_COMPLETE) -> float:
     """The fewest epochs, in the median over searches with one worker, that a strategy needs when it draws its
     first ``min_complete`` trials at random and prunes nothing until they have finished — as the default's
@@ -672,10 +711,7 @@ def gated_floor(table: Table, hit_rate: float, min_complete: int = MIN_COMPLETE)
     ``min_complete + 1`` full trainings, whatever the sampler does after the random ones. So the cost is at
     least min(T, min_complete + 1) full trainings, with T geometric in the hit rate (TPE's startup trials,
     10 by default, are random draws)."""
-    for t in range(1, min_complete + 1):
-        if 1 - (1 - hit_rate) ** t >= 0.5:
-            return float(t * table.epochs)
-    return float((min_complete + 1) * table.epochs)
+    return float(min(_median_first_hit(hit_rate), min_complete + 1) * table.epochs)
 
 
 def verdict(
@@ -694,18 +730,17 @@ def verdict(
         vs_random = ett[0] / ett[DEFAULT] if math.isfinite(ett[DEFAULT]) else 0.0
         vs_optuna = ett[OPTUNA] / ett[DEFAULT] if math.isfinite(ett[DEFAULT]) else 0.0
         met = vs_random >= 3 and vs_optuna >= 1.5
-        # Any search trains at least one configuration within the target fully before it can pick it, so
-        # random's median in full trainings is the most that any strategy can gain over random on the table.
-        ceiling = ett[0] / table.epochs
-        bound = (
-            f"; no strategy can be more than {ceiling:.1f}x faster than random here (random needs "
-            f"{ceiling:.1f} full trainings, any search at least one)"
-            if math.isfinite(ceiling) and ceiling <= 3
-            else ""
-        )
-        if workers == 1 and hit_rate and not bound:
+        allowed = min(ett[0] / 3, ett[OPTUNA] / 1.5)
+        floor, why = search_floor(table, workers, hit_rate if workers == 1 else None)
+        bound = ""
+        if floor > allowed:
+            median = " in the median" if workers == 1 and hit_rate else ""
+            bound = (
+                f"; out of reach of any search{why}: at least {_fmt(floor)} epochs{median}, the targets at "
+                f"most {_fmt(allowed)}"
+            )
+        elif workers == 1 and hit_rate:
             floor = gated_floor(table, hit_rate)
-            allowed = min(ett[0] / 3, ett[OPTUNA] / 1.5)
             if floor > allowed:
                 bound = (
                     f"; out of reach of any search that prunes nothing until {MIN_COMPLETE} random trials "

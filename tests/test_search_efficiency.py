@@ -253,8 +253,8 @@ def test_the_verdict_compares_the_default_with_random_and_optuna() -> None:
     # Random search reaching the target within 2.5 full trainings: 3x is out of any strategy's reach.
     quick = {(0, 1): reps(2.5 * EPOCHS), (OPTUNA, 1): reps(2 * EPOCHS), (DEFAULT, 1): reps(2 * EPOCHS)}
     assert verdict(table, quick, [1])[0].endswith(
-        "NOT met; no strategy can be more than 2.5x faster than random here (random needs 2.5 full "
-        "trainings, any search at least one)"
+        "NOT met; out of reach of any search (it must train a within-target configuration for all 8 "
+        "epochs): at least 8 epochs, the targets at most 7"
     )
 
 
@@ -281,15 +281,56 @@ def test_a_search_that_waits_for_finished_trials_before_pruning_has_a_floor() ->
     def reps(*epochs: float) -> list[dict[str, Any]]:
         return [{"epochs_to_target": e} for e in epochs]
 
-    # Random needs 5 trainings, Optuna 2.5: the targets ask for at most 13 epochs; the floor at a 5 % hit
-    # rate is 6 trainings.
-    results = {(0, 1): reps(40), (OPTUNA, 1): reps(20), (DEFAULT, 1): reps(30)}
+    # Random needs 15 trainings, Optuna 7.5: the targets ask for at most 40 epochs. At a 5 % hit rate a search
+    # that may prune from the first epoch could get there (8 + 13 misses of 1 epoch), the gated one not (6
+    # trainings).
+    results = {(0, 1): reps(120), (OPTUNA, 1): reps(60), (DEFAULT, 1): reps(60)}
     line = verdict(table, results, [1], hit_rate=0.05)[0]
     assert line.endswith(
         "NOT met; out of reach of any search that prunes nothing until 5 random trials have finished (the "
         "default's safeguard): with 1 draw in 20.0 within the target it needs at least 48 epochs in the "
-        "median, the targets at most 13"
+        "median, the targets at most 40"
     )
     # Within reach (a high hit rate), or no hit rate given: no floor is claimed.
     assert "out of reach" not in verdict(table, results, [1], hit_rate=0.6)[0]
     assert "out of reach" not in verdict(table, results, [1])[0]
+
+
+def test_any_search_has_a_floor_set_by_its_random_start_or_its_workers() -> None:
+    from benchmarks.search_efficiency import DEFAULT, OPTUNA, search_floor, verdict
+
+    table = synthetic_table()
+    # 1 - 0.79^3 = 0.51: the first hit is trial 3 in the median; the two misses cost an epoch each at least.
+    assert search_floor(table, 1, 0.21)[0] == EPOCHS + 2
+    assert search_floor(table, 1, 0.6)[0] == EPOCHS
+    assert search_floor(table, 1)[0] == EPOCHS
+    # 4 workers run an epoch each per round until the hit's last: the 3 after it in that round have not.
+    assert search_floor(table, 4)[0] == 4 * EPOCHS - 3
+    with pytest.raises(ValueError, match="hit rate"):
+        search_floor(table, 1, -0.1)
+
+    def reps(*epochs: float) -> list[dict[str, Any]]:
+        return [{"epochs_to_target": e} for e in epochs]
+
+    # Random search needs 3 trainings with 1 worker and 4 with 4, as on a table whose good region is wide.
+    results = {
+        (0, 1): reps(3 * EPOCHS),
+        (OPTUNA, 1): reps(3 * EPOCHS),
+        (DEFAULT, 1): reps(3 * EPOCHS),
+        (0, 4): reps(4 * EPOCHS),
+        (OPTUNA, 4): reps(4 * EPOCHS),
+        (DEFAULT, 4): reps(4 * EPOCHS),
+    }
+    one, four = verdict(table, results, [1, 4], hit_rate=0.21)
+    assert one.endswith(
+        "NOT met; out of reach of any search whose first trials are random draws, as TPE's are (1 draw in "
+        "4.8 is within the target, so the first hit is trial 3 in the median; each miss before it costs at "
+        "least 1 epoch, the hit 8): at least 10 epochs in the median, the targets at most 8"
+    )
+    assert four.endswith(
+        "NOT met; out of reach of any search with 4 workers (each trains in every round until a "
+        "within-target trial has run its 8 epochs): at least 29 epochs, the targets at most 11"
+    )
+    # Where random search needs many trainings, neither floor binds.
+    slow = {(0, 4): reps(30 * EPOCHS), (OPTUNA, 4): reps(20 * EPOCHS), (DEFAULT, 4): reps(12 * EPOCHS)}
+    assert "out of reach" not in verdict(table, slow, [4])[0]
