@@ -677,9 +677,10 @@ def search_floor(table: Table, workers: int, hit_rate: float | None = None) -> t
     target, and why. Whatever it prunes, a search picks only a completed trial, so one within-target
     configuration must train all its epochs.
 
-    - 1 worker, hit rate known: the first trials of a TPE study are random draws, the first within-target one
-      is trial T (geometric in the hit rate), every miss before it costs at least the one epoch it reported
-      before it could be pruned, and the hit costs E: E + T - 1 epochs, with T at its median.
+    - 1 worker, hit rate known: the first trials of a TPE study (its startup trials) are random draws, the
+      first within-target one is trial T (geometric in the hit rate), every miss before it costs at least the
+      one epoch it reported before it could be pruned, and the hit costs E: E + T - 1 epochs, with T at its
+      median. Past the random trials the sampler may aim, so at most that many misses are counted.
     - 1 worker, no hit rate: E.
     - W workers: every worker trains an epoch in every round until the hit has run its E epochs, so
       W x E epochs, less the W - 1 that the workers after the hit in its last round have not yet run."""
@@ -693,11 +694,17 @@ def search_floor(table: Table, workers: int, hit_rate: float | None = None) -> t
     if not hit_rate:
         return float(epochs), f" (it must train a within-target configuration for all {epochs} epochs)"
     first = _median_first_hit(hit_rate)
+    random_trials = table_config(table).sampler.n_startup_trials
+    misses = min(first - 1, random_trials)
+    where = (
+        f"the first hit is trial {first} in the median; each miss before it"
+        if first - 1 <= random_trials
+        else f"none of the first {random_trials} hits in the median; each of them"
+    )
     return (
-        float(epochs + first - 1),
+        float(epochs + misses),
         f" whose first trials are random draws, as TPE's are (1 draw in {1 / hit_rate:.1f} is within the "
-        f"target, so the first hit is trial {first} in the median; each miss before it costs at least 1 "
-        f"epoch, the hit {epochs})",
+        f"target, so {where} costs at least 1 epoch, the hit {epochs})",
     )
 
 

@@ -303,6 +303,9 @@ def test_any_search_has_a_floor_set_by_its_random_start_or_its_workers() -> None
     # 1 - 0.79^3 = 0.51: the first hit is trial 3 in the median; the two misses cost an epoch each at least.
     assert search_floor(table, 1, 0.21)[0] == EPOCHS + 2
     assert search_floor(table, 1, 0.6)[0] == EPOCHS
+    # Rarely hit: past TPE's 10 random startup trials the sampler may aim, so only those 10 misses count.
+    assert search_floor(table, 1, 0.01)[0] == EPOCHS + 10
+    assert "none of the first 10 hits in the median; each of them costs" in search_floor(table, 1, 0.01)[1]
     assert search_floor(table, 1)[0] == EPOCHS
     # 4 workers run an epoch each per round until the hit's last: the 3 after it in that round have not.
     assert search_floor(table, 4)[0] == 4 * EPOCHS - 3
