@@ -673,38 +673,44 @@ def _median_first_hit(hit_rate: float) -> int:
 
 
 def search_floor(table: Table, workers: int, hit_rate: float | None = None) -> tuple[float, str]:
-    """The fewest epochs, in the median, that any search on full data needs before its pick is within the
-    target, and why. Whatever it prunes, a search picks only a completed trial, so one within-target
-    configuration must train all its epochs.
+    """The fewest epochs, in the median, that a search needs before its pick is within the target, and why.
+    Whatever it prunes or screens, a search picks a configuration it has trained fully, so one within-target
+    configuration runs all its epochs.
 
     - 1 worker, hit rate known: the first trials of a TPE study (its startup trials) are random draws, the
       first within-target one is trial T (geometric in the hit rate), every miss before it costs at least the
-      one epoch it reported before it could be pruned, and the hit costs E: E + T - 1 epochs, with T at its
-      median. Past the random trials the sampler may aim, so at most that many misses are counted.
+      one epoch it reported before it could be pruned (on the table's cheapest data: a subset epoch costs its
+      fraction), and the hit costs E. Past the random trials the sampler may aim, so at most that many misses
+      are counted.
     - 1 worker, no hit rate: E.
-    - W workers: every worker trains an epoch in every round until the hit has run its E epochs, so
-      W x E epochs, less the W - 1 that the workers after the hit in its last round have not yet run."""
+    - W workers, each starting a trial as soon as it is free (as ``hpctune worker`` does): every worker
+      trains an epoch in every round until the hit has run its E epochs, so W x E epochs, less the W - 1
+      that the workers after the hit in its last round have not yet run. A search that leaves workers idle
+      (waiting between phases, or counting a final training alone) is not bound by this; the campaign
+      strategies of this benchmark are such searches."""
     epochs = table.epochs
     if workers > 1:
         return (
             float(workers * epochs - (workers - 1)),
-            f" with {workers} workers (each trains in every round until a within-target trial has run its "
-            f"{epochs} epochs)",
+            f" that keeps its {workers} workers busy (each trains in every round until a within-target trial "
+            f"has run its {epochs} epochs)",
         )
     if not hit_rate:
         return float(epochs), f" (it must train a within-target configuration for all {epochs} epochs)"
     first = _median_first_hit(hit_rate)
     random_trials = table_config(table).sampler.n_startup_trials
     misses = min(first - 1, random_trials)
+    cheapest = min(table.cost_per_epoch(fidelity) for fidelity in table.curves)
+    epoch = "1 epoch" if cheapest == 1 else f"1 epoch ({cheapest:g} of a full one on its data subset)"
     where = (
         f"the first hit is trial {first} in the median; each miss before it"
         if first - 1 <= random_trials
         else f"none of the first {random_trials} hits in the median; each of them"
     )
     return (
-        float(epochs + misses),
+        epochs + misses * cheapest,
         f" whose first trials are random draws, as TPE's are (1 draw in {1 / hit_rate:.1f} is within the "
-        f"target, so {where} costs at least 1 epoch, the hit {epochs})",
+        f"target, so {where} costs at least {epoch}, the hit {epochs})",
     )
 
 
@@ -743,7 +749,8 @@ def verdict(
         if floor > allowed:
             median = " in the median" if workers == 1 and hit_rate else ""
             bound = (
-                f"; out of reach of any search{why}: at least {_fmt(floor)} epochs{median}, the targets at "
+                f"; out of reach of any search{why}: at least {_fmt(floor, 0 if floor.is_integer() else 1)} "
+                f"epochs{median}, the targets at "
                 f"most {_fmt(allowed)}"
             )
         elif workers == 1 and hit_rate:

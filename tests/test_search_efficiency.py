@@ -300,14 +300,19 @@ def test_any_search_has_a_floor_set_by_its_random_start_or_its_workers() -> None
     from benchmarks.search_efficiency import DEFAULT, OPTUNA, search_floor, verdict
 
     table = synthetic_table()
-    # 1 - 0.79^3 = 0.51: the first hit is trial 3 in the median; the two misses cost an epoch each at least.
-    assert search_floor(table, 1, 0.21)[0] == EPOCHS + 2
+    full_only = synthetic_table()
+    del full_only.curves["subset"]
+    # 1 - 0.79^3 = 0.51: the first hit is trial 3 in the median; the two misses cost an epoch each at least,
+    # on full data, or an epoch of the table's half-data subset.
+    assert search_floor(full_only, 1, 0.21)[0] == EPOCHS + 2
+    assert search_floor(table, 1, 0.21)[0] == EPOCHS + 2 * 0.5
+    assert "costs at least 1 epoch (0.5 of a full one on its data subset)" in search_floor(table, 1, 0.21)[1]
     assert search_floor(table, 1, 0.6)[0] == EPOCHS
     # Rarely hit: past TPE's 10 random startup trials the sampler may aim, so only those 10 misses count.
-    assert search_floor(table, 1, 0.01)[0] == EPOCHS + 10
+    assert search_floor(full_only, 1, 0.01)[0] == EPOCHS + 10
     assert "none of the first 10 hits in the median; each of them costs" in search_floor(table, 1, 0.01)[1]
     assert search_floor(table, 1)[0] == EPOCHS
-    # 4 workers run an epoch each per round until the hit's last: the 3 after it in that round have not.
+    # 4 busy workers run an epoch each per round until the hit's last: the 3 after it in that round have not.
     assert search_floor(table, 4)[0] == 4 * EPOCHS - 3
     with pytest.raises(ValueError, match="hit rate"):
         search_floor(table, 1, -0.1)
@@ -328,11 +333,12 @@ def test_any_search_has_a_floor_set_by_its_random_start_or_its_workers() -> None
     assert one.endswith(
         "NOT met; out of reach of any search whose first trials are random draws, as TPE's are (1 draw in "
         "4.8 is within the target, so the first hit is trial 3 in the median; each miss before it costs at "
-        "least 1 epoch, the hit 8): at least 10 epochs in the median, the targets at most 8"
+        "least 1 epoch (0.5 of a full one on its data subset), the hit 8): at least 9 epochs in the median, "
+        "the targets at most 8"
     )
     assert four.endswith(
-        "NOT met; out of reach of any search with 4 workers (each trains in every round until a "
-        "within-target trial has run its 8 epochs): at least 29 epochs, the targets at most 11"
+        "NOT met; out of reach of any search that keeps its 4 workers busy (each trains in every round "
+        "until a within-target trial has run its 8 epochs): at least 29 epochs, the targets at most 11"
     )
     # Where random search needs many trainings, neither floor binds.
     slow = {(0, 4): reps(30 * EPOCHS), (OPTUNA, 4): reps(20 * EPOCHS), (DEFAULT, 4): reps(12 * EPOCHS)}
