@@ -744,14 +744,14 @@ def verdict(
         vs_optuna = ett[OPTUNA] / ett[DEFAULT] if math.isfinite(ett[DEFAULT]) else 0.0
         met = vs_random >= 3 and vs_optuna >= 1.5
         allowed = min(ett[0] / 3, ett[OPTUNA] / 1.5)
-        floor, why = search_floor(table, workers, hit_rate if workers == 1 else None)
+        floor, why = search_floor(table, workers, hit_rate)  # a hit rate bounds 1 worker only
         bound = ""
         if floor > allowed:
             median = " in the median" if workers == 1 and hit_rate else ""
+            shown = _fmt(floor, 0 if floor.is_integer() else 1)
             bound = (
-                f"; out of reach of any search{why}: at least {_fmt(floor, 0 if floor.is_integer() else 1)} "
-                f"epochs{median}, the targets at "
-                f"most {_fmt(allowed)}"
+                f"; out of reach of any search{why}: at least {shown} epochs{median}, the targets at most "
+                f"{_fmt(allowed)}"
             )
         elif workers == 1 and hit_rate:
             floor = gated_floor(table, hit_rate)
