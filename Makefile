@@ -29,8 +29,10 @@ test-services:
 test: venv test-services
 	$(PY) -m pytest
 
+# ruff, then the import contracts of pyproject.toml (docs/architecture.md).
 lint: venv
-	$(VENV)/bin/ruff check hpc_tune tests benchmarks examples
+	$(VENV)/bin/ruff check hpc_tune tests benchmarks examples scripts
+	$(VENV)/bin/lint-imports
 
 bench: venv test-services
 	$(PY) benchmarks/orchestration.py

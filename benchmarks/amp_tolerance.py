@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from hpc_tune.study.config import TrainConfig
+from hpc_tune.config import TrainConfig
 from hpc_tune.tasks import digits, shapes_cnn
 from hpc_tune.train.device import resolve_device
 from hpc_tune.train.engine import fit

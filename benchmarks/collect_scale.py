@@ -160,7 +160,7 @@ def _iso(when: datetime) -> str:
 
 def write_records(study_dir: Path, trials: list[Simulated], epochs: int) -> None:
     """trial-N.json for every trial, as the worker leaves them (TrialRecord + write_trial, no fsync)."""
-    from hpc_tune.study.records import TrialRecord, write_trial
+    from hpc_tune.storage.records import TrialRecord, write_trial
 
     base = datetime.now(timezone.utc) - timedelta(seconds=len(trials) + 3600)
     for t in trials:
@@ -242,8 +242,8 @@ def _dispose(opened: Any) -> None:
 def hpctune_collect(url: str, study_dir: Path) -> tuple[float, Any]:
     """What ``hpctune collect STUDY`` runs with HPCTUNE_STORAGE and no config; returns (seconds, the
     Collected)."""
-    from hpc_tune.report.collect import collect_shared, load_study
-    from hpc_tune.study.storage import resolve_storage
+    from hpc_tune.collector.collect import collect_shared, load_study
+    from hpc_tune.storage.url import resolve_storage
 
     start = time.perf_counter()
     opened = load_study(resolve_storage(url, study_dir), study_dir.name, None, study_dir)
@@ -260,12 +260,13 @@ APART = ("analyze", "importance")
 def collect_parts(url: str, study_dir: Path) -> dict[str, float]:
     """collect()'s steps one by one through the public functions (same order and arguments), then the
     analysis and the importance alone."""
-    from hpc_tune.report.analysis import analyze, param_importance
-    from hpc_tune.report.collect import TOP_K, load_study, summarize, trials_csv
-    from hpc_tune.report.confirmation import load_confirmation
-    from hpc_tune.report.html import write_report
-    from hpc_tune.study.records import atomic_write_json, atomic_write_text, read_trials
-    from hpc_tune.study.storage import resolve_storage
+    from hpc_tune.atomic import atomic_write_json, atomic_write_text
+    from hpc_tune.collector.analysis import analyze, param_importance
+    from hpc_tune.collector.collect import TOP_K, load_study, summarize, trials_csv
+    from hpc_tune.collector.html import write_report
+    from hpc_tune.collector.rerun_results import load_confirmation
+    from hpc_tune.storage.records import read_trials
+    from hpc_tune.storage.url import resolve_storage
 
     took: dict[str, float] = {}
 
@@ -354,7 +355,7 @@ def check_summary(summary: dict[str, Any], expected: list[Simulated], where: str
 def check_report(result: Any, study_dir: Path) -> tuple[list[str], str]:
     """report.html embeds every plot that can be drawn for this study and plots/ holds each; returns the
     problems and a one-line description."""
-    from hpc_tune.report.plots import PLOT_NAMES
+    from hpc_tune.collector.plots import PLOT_NAMES
 
     problems: list[str] = []
     if result.report is None:
@@ -383,7 +384,7 @@ def cli_collect(url: str, study_dir: Path, expected: list[Simulated], tmp: Path,
 
     env = child_env(url)
     log = tmp / "cli-import.log"
-    imports = [sys.executable, "-c", "import hpc_tune.cli, hpc_tune.report.collect"]
+    imports = [sys.executable, "-c", "import hpc_tune.cli, hpc_tune.collector.collect"]
     code, _, import_s = run_command(imports, env, log, timeout)
     if code != 0:
         return [f"importing the CLI failed ({code}):\n{tail(log)}"]

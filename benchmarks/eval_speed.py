@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
+from hpc_tune.config import TrainConfig
 from hpc_tune.errors import ConfigError
-from hpc_tune.study.config import TrainConfig
 from hpc_tune.tasks import digits, shapes_cnn
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.train.device import resolve_device

@@ -104,7 +104,7 @@ def shares(trials: int, workers: int) -> list[int]:
 
 def run_side(side: str, url: str, trials: int, workers: int, seed: int, workdir: Path) -> RunResult:
     # Optuna's tables are created before the clock starts, for both sides alike (N processes racing to
-    # create them on an empty database is a separate matter, handled in hpc_tune/study/storage.py).
+    # create them on an empty database is a separate matter, handled in hpc_tune/storage/store.py).
     optuna.storages.RDBStorage(url).engine.dispose()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", BENCH_STORAGE=url, HPCTUNE_STORAGE=url)
     env.pop("HPCTUNE_FAULT", None)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hpc_tune.study.config import FidelityConfig, TrainConfig
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks import shapes_cnn
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.tasks.common import classification_parts

@@ -60,11 +60,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpc_tune.study.campaign import PHASE_ATTR, decide
-from hpc_tune.study.config import Config, PrunerConfig
-from hpc_tune.study.reliable_pruning import MIN_COMPLETE
-from hpc_tune.study.space import suggest
-from hpc_tune.study.strategy import make_pruner, make_sampler
+from hpc_tune import attrs
+from hpc_tune.config import Config, PrunerConfig
+from hpc_tune.policy.campaign import decide
+from hpc_tune.policy.reliable_pruning import MIN_COMPLETE
+from hpc_tune.policy.strategy import make_pruner, make_sampler
+from hpc_tune.policy.suggest import suggest
 
 CURVES = Path(__file__).resolve().parent / "curves"
 OPTUNA = 2  # the index of "Optuna defaults" in strategies(): the second reference of the targets
@@ -349,8 +350,8 @@ class Replay:
             )
             phase = decision.phase
         trial = study.ask()
-        if phase is not None and PHASE_ATTR not in trial.user_attrs:
-            trial.set_user_attr(PHASE_ATTR, phase)
+        if phase is not None and attrs.PHASE not in trial.user_attrs:
+            trial.set_user_attr(attrs.PHASE, phase)
         config = self.table.snap(suggest(trial, self.space))
         seed = int(self.seeds.integers(len(self.table.seeds)))
         fidelity = self.strategy.fidelity

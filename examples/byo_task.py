@@ -15,7 +15,7 @@ from sklearn.datasets import make_moons
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from hpc_tune.study.config import FidelityConfig, TrainConfig
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks.base import TaskParts
 
 

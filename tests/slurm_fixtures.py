@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_LOCAL = REPO / "scripts" / "slurm-local.sh"
-GOLDEN_DIR = Path(__file__).resolve().parent / "slurm" / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parent / "launchers" / "golden"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

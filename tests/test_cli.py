@@ -17,10 +17,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpc_tune.cli import cli
-from hpc_tune.study.config import load_config
-from hpc_tune.study.records import TrialRecord, write_trial
-from hpc_tune.study.shared import open_study
-from hpc_tune.study.storage import open_storage, resolve_storage
+from hpc_tune.config import load_config
+from hpc_tune.policy.shared_study import open_study
+from hpc_tune.storage.records import TrialRecord, write_trial
+from hpc_tune.storage.store import open_store
+from hpc_tune.storage.url import resolve_storage
 from tests.conftest import write_config
 
 
@@ -237,7 +238,7 @@ def make_fixture_study(tmp_path: Path) -> Path:
         },
     )
     study_dir = tmp_path / "runs" / "fixture"
-    storage = open_storage(resolve_storage(None, study_dir))
+    storage = open_store(resolve_storage(None, study_dir)).storage
     study = optuna.create_study(study_name="fixture", storage=storage, direction="maximize")
     study.set_user_attr("metric", "val_acc")
     study.set_user_attr("trials", 7)
@@ -379,7 +380,7 @@ def test_collect_fails_trials_of_silent_dead_workers(tmp_path: Path, pg_url: str
     import time
 
     cfg = write_config(tmp_path, storage=pg_url, worker={"heartbeat_interval": 1, "grace_period": 2})
-    storage = open_storage(resolve_storage(pg_url, tmp_path), heartbeat_interval=1, grace_period=2)
+    storage = open_store(resolve_storage(pg_url, tmp_path), heartbeat_interval=1, grace_period=2).storage
     study = optuna.create_study(study_name="t-digits", storage=storage, direction="maximize")
     trial = study.ask()
     trial.suggest_float("lr", 1e-3, 0.3, log=True)

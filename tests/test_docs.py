@@ -34,7 +34,7 @@ def test_readme_shows_the_two_commands_and_makefile_has_them() -> None:
 
 
 def test_config_reference_is_up_to_date() -> None:
-    # A field added to hpc_tune/study/config.py without a meaning in the generator fails here too.
+    # A field added to hpc_tune/config/schema.py without a meaning in the generator fails here too.
     doc = (REPO / "docs" / "your-code.md").read_text()
     assert doc == _script("gen_config_docs").render_doc(doc), (
         "docs/your-code.md's config reference is stale: run .venv/bin/python scripts/gen_config_docs.py"

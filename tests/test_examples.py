@@ -15,9 +15,10 @@ import optuna
 import pytest
 import yaml
 
-from hpc_tune.study.config import load_config
-from hpc_tune.study.records import read_trials
-from hpc_tune.study.storage import open_storage, resolve_storage
+from hpc_tune.config import load_config
+from hpc_tune.storage.records import read_trials
+from hpc_tune.storage.store import open_store
+from hpc_tune.storage.url import resolve_storage
 from tests.conftest import wait_until, worker_env
 from tests.worker.test_loop import start_worker
 
@@ -119,7 +120,7 @@ def trial_records(cfg: Path) -> dict[int, dict]:
 def study_storage(cfg: Path) -> optuna.storages.BaseStorage:
     """The study's storage, to enqueue trials before any worker starts."""
     loaded = load_config(cfg)
-    return open_storage(resolve_storage(loaded.config.storage, loaded.study_dir))
+    return open_store(resolve_storage(loaded.config.storage, loaded.study_dir)).storage
 
 
 def trial_dir(cfg: Path, trial: int) -> Path:

@@ -151,8 +151,8 @@ def train_curve(
 
     import torch
 
+    from hpc_tune.config import FidelityConfig, TrainConfig
     from hpc_tune.errors import NonFiniteLoss
-    from hpc_tune.study.config import FidelityConfig, TrainConfig
     from hpc_tune.train.engine import fit
 
     torch.set_num_threads(1)

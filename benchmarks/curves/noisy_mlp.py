@@ -20,7 +20,7 @@ import torch
 from sklearn.datasets import make_classification
 from torch.utils.data import TensorDataset
 
-from hpc_tune.study.config import FidelityConfig, TrainConfig
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.tasks.common import classification_parts, stratified_split, tensor_datasets
 from hpc_tune.tasks.digits import make_mlp

@@ -1,5 +1,6 @@
-"""The SLURM wing: a task's environment, the sbatch/squeue/scontrol calls, and the readable array scripts
-(render, submit). The cluster-specific part of hpc_tune is this folder; nothing in ``study/`` imports it."""
+"""SLURM itself, behind a small interface: array specs (array_spec.py), the sbatch/squeue/scontrol/scancel
+calls (commands.py) and what SLURM tells a running task about itself (environment.py). It imports nothing of
+hpc_tune but its errors; the launchers (hpc_tune/launchers/) and the worker's walltime requeue stand on it."""
 
 from hpc_tune.slurm.array_spec import DEFAULT_MAX_ARRAY_SIZE, ArrayChunk, ArraySpec
 from hpc_tune.slurm.commands import (
@@ -13,6 +14,7 @@ from hpc_tune.slurm.commands import (
     squeue_study,
 )
 from hpc_tune.slurm.environment import OFFSET_ENV, SlurmEnv, requeue_own_task, requeue_self
+from hpc_tune.slurm.study_jobs import StudyStatus
 
 __all__ = [
     "ACTIVE_STATES",
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_ARRAY_SIZE",
     "OFFSET_ENV",
     "SlurmEnv",
+    "StudyStatus",
     "TaskState",
     "job_name_for",
     "max_array_size",

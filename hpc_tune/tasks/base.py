@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from hpc_tune.config import CommandTask, FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import CommandTask, FidelityConfig, TrainConfig
 
 if TYPE_CHECKING:  # torch costs ~2 s to import: a worker running a plain objective(trial) never needs it
     import torch

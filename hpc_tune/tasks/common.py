@@ -11,8 +11,8 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks.base import TaskParts
 
 # The split is fixed across trials (and seeds): every trial must validate on the same samples, or differences

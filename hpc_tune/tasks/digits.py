@@ -15,8 +15,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.tasks.common import (
     classification_parts,

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.tasks.common import (
     classification_parts,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpc_tune.study.records import atomic_open
+from hpc_tune.atomic import atomic_open
 
 CHECKPOINT_VERSION = 1
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hpc_tune.config import TrainConfig
 from hpc_tune.errors import NonFiniteLoss, OutOfMemory
-from hpc_tune.study.config import TrainConfig
 from hpc_tune.tasks.base import TaskParts
 from hpc_tune.train.batch_probe import BatchPlan, plan_for_device
 from hpc_tune.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -35,7 +35,13 @@ from hpc_tune.train.device import (
 )
 from hpc_tune.train.evaluate import Evaluator, use_compile_cache
 from hpc_tune.train.faults import Fault
-from hpc_tune.train.precision import autocast, device_caps, make_grad_scaler, resolve_precision
+from hpc_tune.train.precision import (
+    PrecisionPolicy,
+    autocast,
+    device_caps,
+    make_grad_scaler,
+    resolve_precision,
+)
 from hpc_tune.train.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -130,6 +136,94 @@ def fit(
     raise OutOfMemory(oom_detail)
 
 
+class _BestEpoch:
+    """Reduced validation (``val_fraction``, ``max_val_batches``): the subset picks the best epoch, whose
+    weights are kept in host memory (and in checkpoints), and the whole set then measures it and the last
+    epoch's weights."""
+
+    def __init__(self, select: tuple[str, str] | None) -> None:
+        self.select = select
+        self.best: tuple[int, float, dict[str, Tensor]] | None = None  # (epoch, subset value, weights)
+
+    def keep_if_best(self, record: EpochRecord, model: torch.nn.Module, evaluator: Evaluator) -> None:
+        if self.select is None or not evaluator.subset:
+            return
+        metric, direction = self.select
+        value = record.get(metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self.best is not None:
+            kept = self.best[1]
+            if (float(value) <= kept) if direction == "maximize" else (float(value) >= kept):
+                return
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.best = (int(record["epoch"]), float(value), weights)
+
+    def validate_fully(self, model: torch.nn.Module, evaluator: Evaluator, epochs: int) -> list[EpochRecord]:
+        if not evaluator.subset:
+            return []
+        out = [_full_record(evaluator, epochs, "final")]
+        if self.best is not None and self.best[0] != epochs:
+            model.load_state_dict(self.best[2])
+            out.append(_full_record(evaluator, self.best[0], "best"))
+        return out
+
+
+def _full_record(evaluator: Evaluator, epoch: int, of: str) -> EpochRecord:
+    result = evaluator(full=True)
+    return {"epoch": epoch, "of": of, "val_loss": result.loss, **result.metrics, "val_samples": result.n}
+
+
+def _inject(loss: Tensor, active: list[Fault]) -> Tensor:
+    """Test-only faults (see faults.py): they feed the REAL nan/OOM handling, not a shortcut."""
+    for fault in active:
+        if fault.kind == "nan":
+            loss = loss * float("nan")
+        elif fault.kind == "oom":
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory (simulated by HPCTUNE_FAULT=oom@{fault.epoch})"
+            )
+    return loss
+
+
+def _batch_plan(
+    model: torch.nn.Module,
+    parts: TaskParts,
+    device: torch.device,
+    precision: PrecisionPolicy,
+    options: TrainConfig,
+    cache_dir: Path | None,
+) -> BatchPlan:
+    """The batch probe's plan (CUDA): the micro-batch that fits and the eval batch; on CPU, as requested."""
+    plan = plan_for_device(
+        model,
+        parts.loss_fn,
+        _sample(parts.train_set) if device.type == "cuda" else None,
+        requested=parts.batch_size,
+        eval_requested=parts.batch_size * options.eval_batch_multiplier,
+        device=device,
+        policy=precision,
+        grad_accum=options.grad_accum,
+        memory_fraction=options.memory_fraction,
+        cache_dir=cache_dir,
+    )
+    if plan.accum_steps > 1:
+        log.info(
+            "batch %d as %d x %d (gradient accumulation)",
+            plan.train_batch,
+            plan.accum_steps,
+            plan.micro_batch,
+        )
+    return plan
+
+
+def _finite(loss_sum: Tensor, epoch: int) -> float:
+    value = float(loss_sum)
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"train loss is {value} in epoch {epoch}")
+    return value
+
+
 class _Run:
     """One trial's training state; split from fit() so that release() can always drop every device tensor."""
 
@@ -144,8 +238,7 @@ class _Run:
         select: tuple[str, str] | None = None,
     ) -> None:
         self.parts = parts
-        self.select = select
-        self.best: tuple[int, float, dict[str, Tensor]] | None = None  # (epoch, subset value, weights)
+        self.best_epoch = _BestEpoch(select)
         self.epochs = epochs
         self.options = options
         self.faults = list(faults)
@@ -162,25 +255,7 @@ class _Run:
         self.model = parts.model.to(self.device)
         if self.memory_format is not None:
             self.model = self.model.to(memory_format=self.memory_format)
-        self.plan: BatchPlan = plan_for_device(
-            self.model,
-            parts.loss_fn,
-            _sample(parts.train_set) if self.device.type == "cuda" else None,
-            requested=parts.batch_size,
-            eval_requested=parts.batch_size * options.eval_batch_multiplier,
-            device=self.device,
-            policy=self.precision,
-            grad_accum=options.grad_accum,
-            memory_fraction=options.memory_fraction,
-            cache_dir=compile_cache_dir,
-        )
-        if self.plan.accum_steps > 1:
-            log.info(
-                "batch %d as %d x %d (gradient accumulation)",
-                self.plan.train_batch,
-                self.plan.accum_steps,
-                self.plan.micro_batch,
-            )
+        self.plan = _batch_plan(self.model, parts, self.device, self.precision, options, compile_cache_dir)
         loader_kwargs = loader_settings(self.device, options.num_workers)
         self.train_batches = Batches(
             parts.train_set,
@@ -230,7 +305,7 @@ class _Run:
         for epoch in range(first, self.epochs + 1):
             record = self.run_epoch(epoch)
             records.append(record)
-            self.keep_if_best(record)
+            self.best_epoch.keep_if_best(record, self.model, self.evaluator)
             on_epoch(record)
             if epoch < self.epochs and stop_requested is not None and stop_requested():
                 if checkpoint_path is None:
@@ -238,38 +313,8 @@ class _Run:
                 else:
                     self.save(Path(checkpoint_path), records)
                 return FitResult(records, len(records), interrupted=True)
-        return FitResult(records, len(records), interrupted=False, full_validation=self.validate_fully())
-
-    # -- reduced validation ---------------------------------------------------------------------------------
-
-    def keep_if_best(self, record: EpochRecord) -> None:
-        """A copy of the weights of the best epoch so far by the subset's value (only when epochs validate on
-        a subset): the subset picks the epoch, the whole set then measures it."""
-        if self.select is None or not self.evaluator.subset:
-            return
-        metric, direction = self.select
-        value = record.get(metric)
-        if value is None or not math.isfinite(float(value)):
-            return
-        if self.best is not None:
-            kept = self.best[1]
-            if (float(value) <= kept) if direction == "maximize" else (float(value) >= kept):
-                return
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        self.best = (int(record["epoch"]), float(value), weights)
-
-    def validate_fully(self) -> list[EpochRecord]:
-        if not self.evaluator.subset:
-            return []
-        out = [self._full_record(self.epochs, "final")]
-        if self.best is not None and self.best[0] != self.epochs:
-            self.model.load_state_dict(self.best[2])
-            out.append(self._full_record(self.best[0], "best"))
-        return out
-
-    def _full_record(self, epoch: int, of: str) -> EpochRecord:
-        result = self.evaluator(full=True)
-        return {"epoch": epoch, "of": of, "val_loss": result.loss, **result.metrics, "val_samples": result.n}
+        full = self.best_epoch.validate_fully(self.model, self.evaluator, self.epochs)
+        return FitResult(records, len(records), interrupted=False, full_validation=full)
 
     def run_epoch(self, epoch: int) -> EpochRecord:
         start = time.perf_counter()
@@ -283,11 +328,11 @@ class _Run:
             loss_sum += self.train_step(x, y, first_step=step == 0, active=active)
             n_seen += y.shape[0]
             if (step + 1) % NONFINITE_CHECK_EVERY == 0:
-                self.check_finite(loss_sum, epoch)
+                _finite(loss_sum, epoch)
         for fault in active:
             if fault.kind == "sleep":
                 time.sleep(fault.seconds)
-        train_loss = self.check_finite(loss_sum, epoch) / max(n_seen, 1)
+        train_loss = _finite(loss_sum, epoch) / max(n_seen, 1)
         synchronize(self.device)
         train_seconds = time.perf_counter() - start
         result = self.evaluator()
@@ -312,7 +357,7 @@ class _Run:
             with autocast(self.device, self.precision):
                 loss = self.parts.loss_fn(self.model(xs), ys)
             if first_step:
-                loss = self._inject(loss, active)
+                loss = _inject(loss, active)
             # Weight each micro-batch by its share so the gradient equals the full batch's mean-loss gradient.
             self.scaler.scale(loss * (ys.shape[0] / n)).backward()
             total += loss.detach().float() * ys.shape[0]
@@ -320,23 +365,6 @@ class _Run:
         self.scaler.update()
         self.scheduler.step()
         return total
-
-    def _inject(self, loss: Tensor, active: list[Fault]) -> Tensor:
-        """Test-only faults (see faults.py): they feed the REAL nan/OOM handling below, not a shortcut."""
-        for fault in active:
-            if fault.kind == "nan":
-                loss = loss * float("nan")
-            elif fault.kind == "oom":
-                raise torch.cuda.OutOfMemoryError(
-                    f"CUDA out of memory (simulated by HPCTUNE_FAULT=oom@{fault.epoch})"
-                )
-        return loss
-
-    def check_finite(self, loss_sum: Tensor, epoch: int) -> float:
-        value = float(loss_sum)
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"train loss is {value} in epoch {epoch}")
-        return value
 
     # -- checkpoints ----------------------------------------------------------------------------------------
 
@@ -352,7 +380,7 @@ class _Run:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": capture_rng(self.shuffle),
-                "best": self.best,
+                "best": self.best_epoch.best,
             },
         )
 
@@ -370,7 +398,7 @@ class _Run:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"], self.shuffle)
-        self.best = state.get("best")
+        self.best_epoch.best = state.get("best")
         return [dict(r) for r in state["records"]]
 
     def release(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from hpc_tune.study.config import ScheduleConfig
+from hpc_tune.config import ScheduleConfig
 
 # One-cycle: start at peak/25 and end at peak/(25 * 1e4), as torch's OneCycleLR does by default.
 ONECYCLE_START = 1.0 / 25.0

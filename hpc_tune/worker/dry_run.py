@@ -14,9 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc_tune.config import FidelityConfig, LoadedConfig, PrunerConfig, SamplerConfig, WorkerConfig
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import FidelityConfig, LoadedConfig, PrunerConfig, SamplerConfig, WorkerConfig
-from hpc_tune.study.records import read_trials
+from hpc_tune.storage.records import read_trials
 from hpc_tune.worker.loop import run_worker
 
 DRY_RUN_DATA_FRACTION = 0.1

@@ -18,15 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpc_tune import attrs
+from hpc_tune.config import LoadedConfig
+from hpc_tune.policy.shared_study import open_study
 from hpc_tune.slurm.environment import SlurmEnv, requeue_own_task
-from hpc_tune.study import optuna_adapter as adapter
-from hpc_tune.study.config import LoadedConfig
-from hpc_tune.study.provenance import WORKER_ATTR, worker_attr
-from hpc_tune.study.shared import open_study
+from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.tasks.base import load_task
 from hpc_tune.train.faults import parse_faults
 from hpc_tune.worker.runner import WALLTIME, TrialRunner
@@ -53,16 +54,21 @@ class WorkerReport:
 
 
 def limit_threads(environ: Mapping[str, str]) -> None:
-    """Use the CPUs SLURM gave this task, not every core of the node (torch's default).
+    """Use the CPUs SLURM gave this task, not every core of the node (torch's and OpenMP's default).
 
-    Oversubscribed intra-op threads made digits epochs 100x slower with two workers on two cores.
+    Oversubscribed intra-op threads made digits epochs 100x slower with two workers on two cores. Set
+    before the task is imported, OMP_NUM_THREADS reaches every library that reads it when it starts (torch
+    among them) without importing torch here: a command or objective worker may never need it. A torch the
+    task module already imported is told directly.
     """
     if environ.get("OMP_NUM_THREADS"):
         return
     cpus = environ.get("SLURM_CPUS_PER_TASK", "")
-    if cpus.isdigit() and int(cpus) > 0:
-        import torch
-
+    if not (cpus.isdigit() and int(cpus) > 0):
+        return
+    os.environ["OMP_NUM_THREADS"] = cpus
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
         torch.set_num_threads(int(cpus))
 
 
@@ -72,7 +78,7 @@ class Worker:
         loaded: LoadedConfig,
         storage_url: str | None = None,
         *,
-        worker_index: int = 0,
+        worker_index: int | None = None,
         max_trials: int | None = None,
         environ: Mapping[str, str] | None = None,
         requeue: bool = True,
@@ -85,16 +91,18 @@ class Worker:
         self.environ = dict(os.environ if environ is None else environ)
         self.max_trials = max_trials
         self.slurm = SlurmEnv.from_environ(self.environ)
+        if worker_index is None:  # an array task: its index in the whole request (also a split array)
+            worker_index = self.slurm.global_task_id or 0
+        limit_threads(self.environ)
         task = load_task(self.config.task, loaded.root, has_space=self.config.space is not None)
         # A requeued task is a new sampler stream: with sampler.seed set it would otherwise draw again the
         # very parameters of its first run (a continuation's, for one).
         sampler_index = worker_index + RESTART_SEED_STRIDE * self.slurm.restart_count
         self.shared = open_study(loaded, storage_url, worker_index=sampler_index)
         self.study = self.shared.study
-        limit_threads(self.environ)
         host, pid = socket.gethostname(), os.getpid()
         slurm_ids = {k: v for k, v in self.slurm.ids().items() if v is not None}
-        worker_attrs: dict[str, Any] = {WORKER_ATTR: worker_attr(host, pid, slurm_ids)}
+        worker_attrs: dict[str, Any] = {attrs.WORKER: attrs.worker_attr(host, pid, slurm_ids)}
         self.guard = SignalGuard()
         # Every storage call, the objective's own included, completes before SIGTERM/SIGINT is raised: a
         # signal that landed inside the journal store's file lock left it broken (FileNotFoundError).
@@ -146,10 +154,12 @@ def run_worker(
     loaded: LoadedConfig,
     storage_url: str | None = None,
     *,
-    worker_index: int = 0,
+    worker_index: int | None = None,
     max_trials: int | None = None,
     requeue: bool = True,
 ) -> WorkerReport:
+    """Run one worker to its end. ``worker_index`` decorrelates the workers' samplers; None: the SLURM array
+    task's index in the whole request (HPCTUNE_ARRAY_OFFSET added for a split array), else 0."""
     return Worker(
         loaded, storage_url, worker_index=worker_index, max_trials=max_trials, requeue=requeue
     ).run()

@@ -17,39 +17,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
+from hpc_tune import attrs
+from hpc_tune.config import LoadedConfig
 from hpc_tune.errors import HpcTuneError, MetricsError, StorageUnavailableError, TrialAbort
-from hpc_tune.study import optuna_adapter as adapter
-from hpc_tune.study.campaign import PHASE_ATTR, is_promoted
-from hpc_tune.study.config import LoadedConfig
-from hpc_tune.study.heartbeat import TrialHeartbeat
-from hpc_tune.study.lock import LockLost, study_lock
-from hpc_tune.study.records import TrialRecord, now_iso, read_trial_json, trial_path, write_trial
-from hpc_tune.study.recovery import fail_trial
-from hpc_tune.study.retries import (
-    RESUME_CHECKPOINT_ATTR,
-    RESUME_EPOCH_ATTR,
-    RESUMED_FROM_ATTR,
-    HandOn,
-    checkpoint_path,
-    enqueue_rerun,
-    seed_of,
-)
-from hpc_tune.study.shared import SharedStudy
-from hpc_tune.study.space import suggest
+from hpc_tune.policy.dead_workers import fail_trial
+from hpc_tune.policy.ranking import is_promoted
+from hpc_tune.policy.reruns import HandOn, checkpoint_path, enqueue_rerun, seed_of
+from hpc_tune.policy.shared_study import SharedStudy
+from hpc_tune.policy.suggest import suggest
+from hpc_tune.storage import optuna_adapter as adapter
+from hpc_tune.storage.heartbeat import TrialHeartbeat
+from hpc_tune.storage.lock import LockLost
+from hpc_tune.storage.records import TrialRecord, now_iso
 from hpc_tune.tasks.base import LoadedTask
 from hpc_tune.train.faults import Fault
+from hpc_tune.worker.epochs import epoch_reporter, resume_from_checkpoint, save_record
+from hpc_tune.worker.kinds import task_runner_for
+from hpc_tune.worker.kinds.base import TrialContext
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
-from hpc_tune.worker.task_runner import TrialContext, task_runner_for
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +76,7 @@ class TrialRunner:
 
     # ------------------------------------------------------------------------------------------ records
     def _write(self, record: TrialRecord) -> None:
-        try:
-            write_trial(self.study_dir, record)
-        except OSError as exc:
-            raise MetricsError(
-                f"cannot write the trial record: {exc.strerror or exc}",
-                trial_path(self.study_dir, record.trial),
-            ) from None
+        save_record(self.study_dir, record)
 
     def _finish_record(
         self, record: TrialRecord, state: str, reason: str | None, value: float | None, started: float | None
@@ -112,7 +100,7 @@ class TrialRunner:
             trial=trial.number,
             params={},
             fidelity={"data_fraction": data_fraction, "epochs": epochs},
-            phase=frozen.user_attrs.get(PHASE_ATTR),
+            phase=frozen.user_attrs.get(attrs.PHASE),
             seed=seed_of(frozen, self.config.train.seed),
             retry_of=adapter.original_trial_number(frozen),
             **self.record_base,
@@ -130,7 +118,9 @@ class TrialRunner:
                 if self.config.space is not None:
                     record.params = suggest(trial, self.config.space)
                 self._write(record)
-                resume = self._prepare_resume(trial, record, frozen, checkpoint)
+                resume = resume_from_checkpoint(
+                    trial, record, frozen, checkpoint, study_dir=self.study_dir, config=self.config
+                )
                 ctx = TrialContext(
                     trial=trial,
                     frozen=frozen,
@@ -141,7 +131,16 @@ class TrialRunner:
                     seed=record.seed,
                     checkpoint=checkpoint,
                     resume=resume,
-                    report_epoch=self._epoch_reporter(trial, record, epochs, full),
+                    # Promoted trials run at another fidelity: their curves are not comparable with the
+                    # screening ones the pruner has seen, and they are the few chosen to run in full anyway.
+                    report_epoch=epoch_reporter(
+                        trial,
+                        record,
+                        epochs=epochs,
+                        may_prune=not (full and self.config.fidelity is not None),
+                        config=self.config,
+                        save=self._write,
+                    ),
                     walltime_requested=self.guard.walltime.is_set,
                     faults=[f for f in self.faults if f.trial is None or f.trial == trial.number],
                 )
@@ -195,38 +194,13 @@ class TrialRunner:
             raise fatal
         return state.name
 
-    def _epoch_reporter(
-        self, trial: optuna.Trial, record: TrialRecord, epochs: int, full: bool
-    ) -> Callable[[dict[str, Any]], None]:
-        """What every kind calls at the end of an epoch: record it, write the JSON, tell the pruner."""
-        metric, direction = self.config.metric, self.config.direction
-        # Promoted trials run at another fidelity: their curves are not comparable with the screening ones
-        # the pruner has seen, and they are the few chosen to run in full anyway.
-        may_prune = not (full and self.config.fidelity is not None)
-
-        def report_epoch(epoch_record: dict[str, Any]) -> None:
-            step = int(epoch_record["epoch"])
-            if record.epochs and step <= int(record.epochs[-1]["epoch"]):
-                return  # a resumed script repeating an epoch its predecessor recorded: recorded once
-            record.add_epoch(epoch_record, metric, direction)
-            self._write(record)
-            value = epoch_record.get(metric)
-            if value is None or not math.isfinite(float(value)):
-                return
-            trial.report(float(value), step)
-            # After the last epoch there is nothing left to save: a finished curve is a result, not a prune.
-            if may_prune and step < epochs and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {step}")
-
-        return report_epoch
-
     def _try_write(self, record: TrialRecord) -> None:
         with contextlib.suppress(MetricsError):
             self._write(record)
 
     def fail_and_rerun(self, trial_id: int, reason: str) -> None:
         try:
-            with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
+            with self.shared.lock("budget"):
                 fail_trial(
                     self.study,
                     self.storage,
@@ -240,49 +214,8 @@ class TrialRunner:
 
     def _tell(self, trial: optuna.Trial, state: TrialState, value: float | None, reason: str | None) -> None:
         if reason is not None:
-            trial.set_user_attr("reason", reason)
+            trial.set_user_attr(attrs.REASON, reason)
         adapter.tell(self.study, trial, state, value)
-
-    # ------------------------------------------------------------------------------------------ resume
-    def _prepare_resume(
-        self, trial: optuna.Trial, record: TrialRecord, frozen: FrozenTrial, checkpoint: Path
-    ) -> bool:
-        """A continuation or a retry that inherited a checkpoint: move it to this trial's name and replay the
-        epochs run before it. Returns whether there is a checkpoint to resume from."""
-        system_attrs = frozen.system_attrs
-        resume_from = system_attrs.get(RESUME_CHECKPOINT_ATTR)
-        if not resume_from:
-            checkpoint.unlink(missing_ok=True)  # a file there now can only be one this trial writes
-            return False
-        source = Path(resume_from)
-        if not source.is_file():  # gone since the re-run was enqueued (cleaned by hand): start over
-            log.warning(
-                "checkpoint %s to resume trial %d from is missing: starting over", source, trial.number
-            )
-            return False
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        if source != checkpoint:
-            os.replace(source, checkpoint)
-        self._replay(
-            trial, record, int(system_attrs.get(RESUMED_FROM_ATTR, -1)), system_attrs.get(RESUME_EPOCH_ATTR)
-        )
-        return True
-
-    def _replay(self, trial: optuna.Trial, record: TrialRecord, previous: int, last_epoch: Any) -> None:
-        """A resumed trial: the epochs run before the checkpoint are recorded and reported once, so the JSON
-        holds every epoch and the pruner sees the whole curve. They come from the JSON of the trial that
-        wrote the checkpoint, up to the checkpoint's epoch (a later epoch there was run after it, and is run
-        again now)."""
-        data = read_trial_json(trial_path(self.study_dir, previous)) or {}
-        limit = int(last_epoch) if last_epoch is not None else math.inf
-        for epoch_record in data.get("epochs", []):
-            if int(epoch_record["epoch"]) > limit:
-                break
-            record.add_epoch(epoch_record, self.config.metric, self.config.direction)
-            value = epoch_record.get(self.config.metric)
-            if value is not None and math.isfinite(float(value)):
-                trial.report(float(value), int(epoch_record["epoch"]))
-        self._write(record)
 
     def _hand_on(self, trial: optuna.Trial, record: TrialRecord, checkpoint: Path) -> None:
         """Walltime: this trial is continued by a new trial that resumes from the checkpoint (or starts over
@@ -298,8 +231,8 @@ class TrialRunner:
         saved = checkpoint if checkpoint.is_file() else None  # a script that saved nothing starts over
         with self.guard.critical():
             try:
-                with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
-                    trial.set_user_attr("reason", "walltime")
+                with self.shared.lock("budget"):
+                    trial.set_user_attr(attrs.REASON, "walltime")
                     adapter.tell(self.study, trial, TrialState.FAIL, None)
                     enqueue_rerun(
                         self.study,

@@ -22,13 +22,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpc_tune import attrs
+from hpc_tune.config import Config
 from hpc_tune.errors import TaskError
-from hpc_tune.study import optuna_adapter as adapter
-from hpc_tune.study.budget import VOID_ATTR, counted_trials, failing_from_the_start
-from hpc_tune.study.campaign import PHASE_ATTR, decide
-from hpc_tune.study.config import Config
-from hpc_tune.study.lock import LockLost, study_lock
-from hpc_tune.study.shared import SharedStudy
+from hpc_tune.policy.budget import counted_trials, failing_from_the_start
+from hpc_tune.policy.campaign import decide
+from hpc_tune.policy.shared_study import SharedStudy
+from hpc_tune.policy.suggest import distribution
+from hpc_tune.storage import optuna_adapter as adapter
+from hpc_tune.storage.lock import LockLost
 from hpc_tune.worker.signals import SignalGuard
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ class TrialSource:
                 state=TrialState.RUNNING,
                 user_attrs=self.worker_attrs,
                 params=claim,
-                distributions={name: self.config.space[name].distribution() for name in claim},
+                distributions={name: distribution(self.config.space[name]) for name in claim},
             )
             trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
         return trial_id
@@ -107,8 +109,8 @@ class TrialSource:
         if trial_id not in excess:
             return False
         log.warning("a database restart broke the budget lock: trial id %d is one too many, voided", trial_id)
-        self.storage.set_trial_system_attr(trial_id, VOID_ATTR, True)
-        self.storage.set_trial_user_attr(trial_id, "reason", "over_budget")
+        self.storage.set_trial_system_attr(trial_id, attrs.VOID, True)
+        self.storage.set_trial_user_attr(trial_id, attrs.REASON, "over_budget")
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         return True
 
@@ -133,7 +135,7 @@ class TrialSource:
         decision = None
         running = 0
         try:
-            with study_lock(self.shared.spec.url, self.config.study, self.study_dir, "budget"):
+            with self.shared.lock("budget"):
                 # The sampler of the next Trial reuses this read instead of reading the trials again.
                 trials = adapter.read_trials_for_ask(self.study)
                 self._stop_if_failing_from_the_start(trials)
@@ -143,8 +145,8 @@ class TrialSource:
                     return None, decision.kind, running
                 for key, value in decision.study_attrs.items():
                     self.study.set_user_attr(key, value)
-                for params, attrs in decision.enqueue:
-                    self.study.enqueue_trial(params, user_attrs=attrs)
+                for params, marks in decision.enqueue:
+                    self.study.enqueue_trial(params, user_attrs=marks)
                 if decision.enqueue:  # take what was just enqueued (promotions come before new trials)
                     trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
                 # A grid point is claimed by the new trial itself; other pins are only sampler hints.
@@ -162,8 +164,8 @@ class TrialSource:
             else self.sampler
         )
         trial = optuna.Trial(self.study, trial_id)  # reads the trial and runs sampler hooks: no lock needed
-        if decision.phase is not None and PHASE_ATTR not in trial.user_attrs:
-            trial.set_user_attr(PHASE_ATTR, decision.phase)
+        if decision.phase is not None and attrs.PHASE not in trial.user_attrs:
+            trial.set_user_attr(attrs.PHASE, decision.phase)
         return trial, "ask", running
 
     def next_trial(self) -> optuna.Trial | None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpc_tune.study.budget import budget_state
-from hpc_tune.study.records import read_trials
+from hpc_tune.policy.budget import budget_state
+from hpc_tune.storage.records import read_trials
 from tests.worker.test_loop import start_worker as start_worker  # the chaos tests start workers the same way
 
 # A plain Optuna objective as users write it: suggests, reports every epoch, asks the pruner, returns.

@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 from optuna.trial import TrialState
 
-from hpc_tune.study.provenance import worker_of
+from hpc_tune.attrs import worker_of
 from tests.chaos.helpers import PLAIN_SPACE, write_plain_objective
 from tests.conftest import PG_BIN, PostgresServer, _free_port, unavailable, worker_env, write_config
 from tests.worker.test_loop import load

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from hpc_tune.report.collect import reason_of
-from hpc_tune.study.budget import budget_state
-from hpc_tune.study.retries import retried_numbers
+from hpc_tune.collector.collect import reason_of
+from hpc_tune.policy.budget import budget_state
+from hpc_tune.policy.reruns import retried_numbers
 from tests.chaos.helpers import (
     PLAIN_SPACE,
     assert_nothing_lost,

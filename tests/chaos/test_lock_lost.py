@@ -10,11 +10,14 @@ import psycopg2
 import pytest
 from optuna.trial import TrialState
 
-from hpc_tune.study import optuna_adapter as adapter
-from hpc_tune.study.budget import VOID_ATTR, budget_state
-from hpc_tune.study.config import load_config
-from hpc_tune.study.lock import LockLost, study_lock
-from hpc_tune.study.shared import open_study
+from hpc_tune import attrs
+from hpc_tune.config import load_config
+from hpc_tune.policy.budget import budget_state
+from hpc_tune.policy.shared_study import open_study
+from hpc_tune.storage import optuna_adapter as adapter
+from hpc_tune.storage.lock import LockLost
+from hpc_tune.storage.store import open_store
+from hpc_tune.storage.url import resolve_storage
 from hpc_tune.worker.signals import SignalGuard
 from hpc_tune.worker.trial_source import TrialSource
 from tests.conftest import write_config
@@ -38,9 +41,10 @@ def _terminate_lock_holder(postgres_server, database: str) -> int:  # type: igno
 
 def test_a_lock_whose_connection_died_is_reported_lost(tmp_path: Path, pg_url: str, postgres_server) -> None:  # type: ignore[no-untyped-def]
     database = pg_url.rsplit("/", 1)[1]
-    with pytest.raises(LockLost), study_lock(pg_url, "s", tmp_path, "budget"):
+    store = open_store(resolve_storage(pg_url, tmp_path))
+    with pytest.raises(LockLost), store.lock("s", "budget"):
         assert _terminate_lock_holder(postgres_server, database) == 1
-    with study_lock(pg_url, "s", tmp_path, "budget"):  # the pool recovers: the next lock works
+    with store.lock("s", "budget"):  # the pool recovers: the next lock works
         pass
 
 
@@ -59,6 +63,6 @@ def test_a_trial_beyond_the_budget_after_a_lost_lock_is_voided(tmp_path: Path, p
     assert not source._void_if_over_budget(first)  # within the budget: kept
     assert source._void_if_over_budget(second)  # the newer one is the excess
     trials = shared.study.get_trials(deepcopy=False)
-    assert trials[1].state == TrialState.FAIL and trials[1].system_attrs[VOID_ATTR] is True
+    assert trials[1].state == TrialState.FAIL and trials[1].system_attrs[attrs.VOID] is True
     assert trials[1].user_attrs["reason"] == "over_budget"
     assert budget_state(trials, 1).counted == 1  # the voided trial counts for nothing

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from hpc_tune.report.collect import collect
-from hpc_tune.study.budget import budget_state
-from hpc_tune.study.config import load_config
-from hpc_tune.study.provenance import worker_of
-from hpc_tune.study.records import read_trials
-from hpc_tune.study.retries import RESUME_CHECKPOINT_ATTR, RESUME_EPOCH_ATTR
+from hpc_tune import attrs
+from hpc_tune.attrs import worker_of
+from hpc_tune.collector.collect import collect
+from hpc_tune.config import load_config
+from hpc_tune.policy.budget import budget_state
+from hpc_tune.storage.records import read_trials
 from tests.chaos.helpers import finish, read_json, running, start_worker
 from tests.conftest import wait_until, worker_env, write_config
 from tests.worker.test_loop import load, load_when_created
@@ -44,7 +44,7 @@ def test_sigkill_of_a_continuation_is_retried_from_its_checkpoint(tmp_path: Path
     assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["reason"] == "walltime"
     continuation = trials[1]
     assert continuation.state == TrialState.WAITING
-    resume_epoch = continuation.system_attrs[RESUME_EPOCH_ATTR]
+    resume_epoch = continuation.system_attrs[attrs.RESUME_EPOCH]
 
     second = start_worker(cfg, 1, **slow)  # takes the continuation, then is killed in the middle of it
 
@@ -66,7 +66,7 @@ def test_sigkill_of_a_continuation_is_retried_from_its_checkpoint(tmp_path: Path
     assert len(reruns) == 1, [(t.number, t.system_attrs) for t in trials]
     rerun = reruns[0]
     assert rerun.state == TrialState.COMPLETE and rerun.params == trials[0].params
-    assert RESUME_CHECKPOINT_ATTR in rerun.system_attrs  # resumed, not started over
+    assert attrs.RESUME_CHECKPOINT in rerun.system_attrs  # resumed, not started over
     record = read_json(study_dir / "trials" / f"trial-{rerun.number}.json")
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4, 5, 6]  # every epoch exactly once
     state = budget_state(trials, 2)

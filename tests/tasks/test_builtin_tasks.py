@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from hpc_tune.config import FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import FidelityConfig, TrainConfig
 from hpc_tune.tasks import digits, shapes_cnn
 
 

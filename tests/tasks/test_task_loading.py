@@ -4,8 +4,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpc_tune.config import TrainConfig
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import TrainConfig
 from hpc_tune.tasks.base import TaskParts, load_task
 
 REPO = Path(__file__).resolve().parents[2]

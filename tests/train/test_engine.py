@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from hpc_tune.config import FidelityConfig, ScheduleConfig, TrainConfig
 from hpc_tune.errors import NonFiniteLoss, OutOfMemory
-from hpc_tune.study.config import FidelityConfig, ScheduleConfig, TrainConfig
 from hpc_tune.tasks import digits, shapes_cnn
 from hpc_tune.train import engine
 from hpc_tune.train.engine import fit
@@ -46,7 +46,7 @@ def test_fit_records_every_epoch():
 
 def test_lr_schedule_spans_exactly_the_epochs_run():
     """T_max = epochs of THIS run: reduced-fidelity epochs anneal to 0 by their own last epoch."""
-    options = OPTIONS.model_copy(update={"schedule": ScheduleConfig(type="cosine", t_max=50)})
+    options = OPTIONS.model_copy(update={"schedule": ScheduleConfig(type="cosine")})
     for epochs in (2, 4):
         result = fit(_digits(), epochs=epochs, options=options, on_epoch=lambda r: None)
         assert result.records[-1]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpc_tune.study.config import TrainConfig
+from hpc_tune.config import TrainConfig
 from hpc_tune.tasks import shapes_cnn
 from hpc_tune.train import eval_graph
 from hpc_tune.train.eval_graph import build_eval_graph

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from hpc_tune.study.config import TrainConfig
+from hpc_tune.config import TrainConfig
 from hpc_tune.tasks import digits, shapes_cnn
 from hpc_tune.train import evaluate
 from hpc_tune.train.data import Batches

@@ -43,7 +43,7 @@ def test_bf16_training_stays_within_the_stated_tolerance_of_fp32():
     """The CPU path of the AMP check (benchmarks/amp_tolerance.py): the same seed trained in fp32 and in bf16
     autocast ends within 2 points of validation accuracy, and the bf16 run really ran reduced (its curve is
     not fp32's to the last digit). On a GPU the benchmark checks bf16 or fp16 with GradScaler the same way."""
-    from hpc_tune.study.config import TrainConfig
+    from hpc_tune.config import TrainConfig
     from hpc_tune.tasks import shapes_cnn
     from hpc_tune.train.engine import fit
 

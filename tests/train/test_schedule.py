@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hpc_tune.study.config import Config, FidelityConfig, ScheduleConfig
+from hpc_tune.config import Config, FidelityConfig, ScheduleConfig
 from hpc_tune.train.schedule import ONECYCLE_END, build_scheduler, plan_schedule
 
 
@@ -32,14 +32,14 @@ def test_annealing_ends_exactly_at_the_epochs_run(kind, epochs):
     assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :], strict=False))  # then only decays
 
 
-def test_configured_t_max_is_ignored_in_favour_of_epochs_run():
+def test_t_max_is_the_epochs_of_the_run_a_screening_trial_included():
     fidelity_epochs = Config(
         study="s",
         space={"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}},
         epochs=20,
         fidelity=FidelityConfig(epochs=4),
     ).effective_epochs()
-    plan = plan_schedule(ScheduleConfig(type="cosine", t_max=20), epochs=fidelity_epochs, steps_per_epoch=7)
+    plan = plan_schedule(ScheduleConfig(type="cosine"), epochs=fidelity_epochs, steps_per_epoch=7)
     assert plan.t_max_epochs == 4
     assert plan.total_steps == 28
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from hpc_tune import attrs
+from hpc_tune.config import load_config
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import load_config
-from hpc_tune.study.records import read_trials
-from hpc_tune.study.retries import FAILURES_ATTR
+from hpc_tune.storage.records import read_trials
 from hpc_tune.tasks.base import command_environment
 from hpc_tune.worker.loop import run_worker
 from tests.conftest import wait_until, worker_env, write_config
@@ -290,7 +290,7 @@ def test_walltime_usr2_reaches_the_script_and_the_continuation_resumes_from_its_
     study, study_dir = load(cfg)
     first, second = study.trials
     assert first.state == TrialState.FAIL and first.user_attrs["reason"] == "walltime"
-    assert second.state == TrialState.COMPLETE and second.system_attrs[FAILURES_ATTR] == 0
+    assert second.state == TrialState.COMPLETE and second.system_attrs[attrs.FAILURES] == 0
     record = records(cfg)[1]
     assert [e["epoch"] for e in record["epochs"]] == list(range(1, 13))  # every epoch once
     assert second.value == pytest.approx(second.params["lr"] * 12)
@@ -319,7 +319,7 @@ def test_walltime_without_a_checkpoint_starts_over_without_counting_a_failure(tm
     run_worker(load_config(cfg))
     first, second = load(cfg)[0].trials
     assert first.user_attrs["reason"] == "walltime" and second.state == TrialState.COMPLETE
-    assert second.system_attrs[FAILURES_ATTR] == 0  # max_retry 0: a counted failure would end the chain
+    assert second.system_attrs[attrs.FAILURES] == 0  # max_retry 0: a counted failure would end the chain
     assert [e["epoch"] for e in records(cfg)[1]["epochs"]] == list(range(1, 13))
 
 

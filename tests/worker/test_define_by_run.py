@@ -13,9 +13,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from hpc_tune.study.config import load_config
-from hpc_tune.study.records import read_trials
-from hpc_tune.study.retries import SEED_ATTR
+from hpc_tune import attrs
+from hpc_tune.config import load_config
+from hpc_tune.policy.suggest import distribution
+from hpc_tune.storage.records import read_trials
 from hpc_tune.worker.loop import run_worker
 from tests.conftest import worker_env, write_config
 from tests.worker.test_loop import load
@@ -139,7 +140,7 @@ def objective(trial):
 def _enqueue_with_seed(cfg: Path, params: dict, seed: int | None) -> None:
     study, _ = load(cfg)
     distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
-    system = {} if seed is None else {SEED_ATTR: seed}
+    system = {} if seed is None else {attrs.SEED: seed}
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING, params=params, distributions=distributions, system_attrs=system
@@ -168,14 +169,14 @@ def test_engine_uses_the_trial_seed(tmp_path: Path) -> None:
     study, _ = load(cfg)
     space = load_config(cfg).config.space
     assert space is not None
-    distributions = {name: space[name].distribution() for name in params}
+    distributions = {name: distribution(space[name]) for name in params}
     for seed in (None, 5, None):
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
                 params=params,
                 distributions=distributions,
-                system_attrs={} if seed is None else {SEED_ATTR: seed},
+                system_attrs={} if seed is None else {attrs.SEED: seed},
             )
         )
     run_worker(load_config(cfg))
@@ -185,7 +186,8 @@ def test_engine_uses_the_trial_seed(tmp_path: Path) -> None:
 
 
 def _storage(cfg: Path) -> optuna.storages.BaseStorage:
-    from hpc_tune.study.storage import open_storage, resolve_storage
+    from hpc_tune.storage.store import open_store
+    from hpc_tune.storage.url import resolve_storage
 
     loaded = load_config(cfg)
-    return open_storage(resolve_storage(loaded.config.storage, loaded.study_dir))
+    return open_store(resolve_storage(loaded.config.storage, loaded.study_dir)).storage

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hpc_tune.config import load_config
 from hpc_tune.errors import TaskError
-from hpc_tune.study.config import load_config
 from hpc_tune.worker.dry_run import dry_run
 from tests.conftest import worker_env, write_config
 

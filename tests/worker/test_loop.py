@@ -18,14 +18,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpc_tune.report.collect import reason_of
-from hpc_tune.study.budget import budget_state
-from hpc_tune.study.config import load_config
-from hpc_tune.study.provenance import worker_of
-from hpc_tune.study.records import read_trials
-from hpc_tune.study.retries import retried_numbers
-from hpc_tune.study.storage import open_storage, resolve_storage
-from hpc_tune.worker.local import run_local
+from hpc_tune.attrs import worker_of
+from hpc_tune.collector.collect import reason_of
+from hpc_tune.config import load_config
+from hpc_tune.launchers.local import run_local
+from hpc_tune.policy.budget import budget_state
+from hpc_tune.policy.reruns import retried_numbers
+from hpc_tune.storage.records import read_trials
+from hpc_tune.storage.store import open_store
+from hpc_tune.storage.url import resolve_storage
 from tests.conftest import wait_until, worker_env, write_config
 
 
@@ -41,7 +42,9 @@ def start_worker(cfg: Path, index: int, **env: str) -> subprocess.Popen[bytes]:
 def load(cfg: Path) -> tuple[optuna.Study, Path]:
     loaded = load_config(cfg)
     spec = resolve_storage(loaded.config.storage, loaded.study_dir)
-    return optuna.load_study(study_name=loaded.config.study, storage=open_storage(spec)), loaded.study_dir
+    return optuna.load_study(
+        study_name=loaded.config.study, storage=open_store(spec).storage
+    ), loaded.study_dir
 
 
 def load_when_created(cfg: Path, timeout: float = 60) -> tuple[optuna.Study, Path]:

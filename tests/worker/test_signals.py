@@ -15,7 +15,8 @@ from typing import Any
 import optuna
 import pytest
 
-from hpc_tune.study.storage import open_storage, resolve_storage
+from hpc_tune.storage.store import open_store
+from hpc_tune.storage.url import resolve_storage
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
 
 
@@ -39,7 +40,7 @@ class SignalledMidCall:
 
 @pytest.mark.parametrize("guarded", [True, False])
 def test_a_signal_during_a_storage_call_is_raised_after_it(tmp_path: Path, guarded: bool) -> None:
-    storage = open_storage(resolve_storage(None, tmp_path))
+    storage = open_store(resolve_storage(None, tmp_path)).storage
     study = optuna.create_study(study_name="s", storage=storage)
     trial = study.ask()
     storage.inner = SignalledMidCall(storage.inner)  # type: ignore[assignment]

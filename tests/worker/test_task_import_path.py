@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import worker_env, write_config
-from tests.slurm.test_slurm_e2e import TEST_SLURM, hpctune, wait_for_study_jobs
+from tests.launchers.test_slurm_e2e import TEST_SLURM, hpctune, wait_for_study_jobs
 from tests.worker.test_loop import load
 
 HPCTUNE = str(Path(sys.executable).parent / "hpctune")

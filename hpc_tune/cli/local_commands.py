@@ -1,0 +1,135 @@
+"""Commands that work on this machine: ``init``, ``check``, ``worker`` (what each array task runs) and
+``run --local``."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from hpc_tune.cli.app import cli, config_option, echo_paths, load, setup_logging, storage_option
+from hpc_tune.config import DEFAULT_CONFIG
+from hpc_tune.errors import ConfigError, HpcTuneError
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(output: Path, force: bool) -> None:
+    """Write a commented hpctune.yaml for the built-in digits task."""
+    from hpc_tune.atomic import atomic_write_text
+
+    if output.exists() and not force:
+        raise ConfigError("file exists; use --force to overwrite", output)
+    text = resources.files("hpc_tune.config").joinpath("templates/hpctune.yaml").read_text(encoding="utf-8")
+    atomic_write_text(output, text)
+    click.echo(f"wrote {output}; next: hpctune check -c {output}")
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Also run one short trial (one epoch; a tenth of the data for the engine) on a throw-away study "
+    "and check that the metric is reported.",
+)
+def check(config_path: Path, dry_run: bool) -> None:
+    """Validate the config, import the task, and warn about settings that waste trials."""
+    from hpc_tune.preflight import preflight
+
+    found = preflight(load(config_path))
+    for finding in found.findings:
+        click.echo(finding.line())
+    click.echo(found.summary_line())
+    if dry_run:
+        from hpc_tune.worker.dry_run import dry_run as run_dry
+
+        result = run_dry(found.loaded)
+        click.echo(
+            f"dry run: ok, {found.loaded.config.metric} = {result.value:.6g} after {result.epochs} epoch"
+            f"{'s' if result.epochs != 1 else ''} ({result.duration_s:.1f} s)"
+        )
+
+
+@cli.command()
+@config_option
+@storage_option
+@click.option(
+    "--worker-index",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decorrelates samplers of workers (default: the SLURM array task id, else 0).",
+)
+@click.option(
+    "--max-trials", type=click.IntRange(min=1), default=None, help="Stop this worker after N trials."
+)
+@click.option("-v", "--verbose", is_flag=True)
+def worker(
+    config_path: Path, storage: str | None, worker_index: int | None, max_trials: int | None, verbose: bool
+) -> int:
+    """Run one worker: take trials from the shared study until its budget is used (an array task)."""
+    from hpc_tune.worker.loop import run_worker
+
+    setup_logging(verbose)
+    report = run_worker(load(config_path, storage), storage, worker_index=worker_index, max_trials=max_trials)
+    states = ", ".join(f"{k} {v}" for k, v in sorted(report.by_state.items())) or "none"
+    click.echo(f"worker done: {report.trials_run} trial(s) ({states}); stopped by {report.stopped_by}")
+    return report.exit_code
+
+
+@cli.command()
+@config_option
+@storage_option
+@click.option("--local", "local", is_flag=True, required=True, help="Run the workers on this machine.")
+@click.option("-w", "--workers", type=click.IntRange(1, 256), default=2, show_default=True)
+def run(config_path: Path, storage: str | None, local: bool, workers: int) -> int:
+    """Run N worker processes here on one study, then collect it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hpc_tune.collector.collect import collect_shared, format_table
+    from hpc_tune.launchers.local import first_worker_error, run_local
+    from hpc_tune.policy.shared_study import open_study
+
+    setup_logging(False)
+    loaded = load(config_path, storage)
+    c = loaded.config
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
+        bar = progress.add_task(c.study, total=c.trials, detail="")
+
+        def show(counts: dict[str, int]) -> None:
+            progress.update(
+                bar,
+                completed=counts["finished"],
+                detail=(f"running {counts['RUNNING']}  pruned {counts['PRUNED']}  failed {counts['FAIL']}"),
+            )
+
+        report = run_local(loaded, storage, workers, on_progress=show)
+    if report.failed_workers:
+        why = first_worker_error(report) or f"exit codes {report.failed_workers}"
+        raise HpcTuneError(f"worker failed: {why}", report.logs[0].parent)
+    shared = open_study(loaded, storage, with_heartbeat=False)
+    result = collect_shared(shared, loaded.study_dir, config=c)
+    click.echo(format_table(result.summary))
+    if report.recovered_trials:
+        click.echo(f"recovered trials of killed workers: {report.recovered_trials} (retried)")
+    echo_paths(result)
+    return 0

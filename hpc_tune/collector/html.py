@@ -1,0 +1,129 @@
+"""runs/<study>/report.html: one self-contained file that opens offline, straight from a cluster's scratch,
+written with its companions summary.md and plots/<name>.png.
+
+Nothing is fetched: no script, font or image URL; the plots are base64 PNGs inside the page, the style is
+inline. What the reader needs first comes first: the warnings and what to do, then the best trials, then the
+plots. Every user string (parameter values, study name, reasons) goes through Jinja's autoescape.
+
+Each file is replaced atomically, the PNGs and the digest first and report.html last, so whoever opens the
+report (a browser on a shared filesystem, a colleague's copy) never reads half a file. The PNGs are the very
+bytes embedded in the HTML: a plot can be pasted on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from optuna.trial import FrozenTrial
+
+from hpc_tune.atomic import atomic_open, atomic_write_text
+from hpc_tune.collector.digest import fmt_params, fmt_value, next_steps, render_digest
+from hpc_tune.collector.plots import Plot, draw_plots
+
+__all__ = ["DIGEST_MD", "PLOTS_DIR", "REPORT_HTML", "ReportFiles", "render_html", "write_report"]
+
+PLOTS_DIR = "plots"
+REPORT_HTML = "report.html"
+DIGEST_MD = "summary.md"
+
+MAX_OVERTAKEN_SHOWN = 10
+
+
+_TEMPLATES = Path(__file__).parent / "templates"
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(_TEMPLATES),
+    autoescape=True,  # every user string: parameter values, study name, reasons, warnings
+    undefined=jinja2.ChainableUndefined,  # a summary from an older hpctune lacks keys: show nothing there
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
+    return fmt_value(value)
+
+
+def render_html(summary: Mapping[str, Any], plots: Sequence[Plot]) -> str:
+    """report.html's text."""
+    analysis = summary.get("analysis") or {}
+    recommendations = summary.get("recommendations") or {}
+    space = recommendations.get("space")
+    pruning_cost = analysis.get("pruning_cost") or {}
+    overtaken = pruning_cost.get("overtaken") or []
+    top = summary.get("top_k") or []
+    return _ENVIRONMENT.get_template("report.html.j2").render(
+        s={
+            "pruning": {"pruned_fraction": 0.0, "saved_fraction": 0.0},
+            "counts": {},
+            "budget": {},
+            **summary,
+        },
+        has_analysis="analysis" in summary,
+        warnings=analysis.get("warnings") or [],
+        rec=recommendations,
+        space_yaml=yaml.safe_dump(space, sort_keys=False, allow_unicode=True) if space else "",
+        steps=next_steps(summary),
+        top_params=list(dict.fromkeys(p for t in top for p in t.get("params") or {})),
+        plots=plots,
+        images=sum(1 for p in plots if p.png),
+        confirmation=summary.get("confirmation"),
+        overtaken={
+            "count": pruning_cost.get("count", len(overtaken)),
+            "shown": overtaken[:MAX_OVERTAKEN_SHOWN],
+        }
+        if overtaken
+        else None,
+        screening=analysis.get("screening"),
+        fmt=_fmt,
+        params=fmt_params,
+        b64=_b64,
+    )
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    digest: Path
+    plots: list[Path]
+
+
+def write_report(
+    summary: Mapping[str, Any],
+    trials: Sequence[FrozenTrial],
+    records: Mapping[int, Mapping[str, Any]],
+    study_dir: Path,
+) -> ReportFiles:
+    """Draw the plots and write the three kinds of file; a plot that could not be drawn is a note in the
+    HTML, and its PNG from an earlier report is removed so that plots/ never shows a stale figure."""
+    plots = draw_plots(summary, trials, records)
+    written = _write_pngs(plots, study_dir / PLOTS_DIR)
+    digest = study_dir / DIGEST_MD
+    atomic_write_text(digest, render_digest(summary))
+    html = study_dir / REPORT_HTML
+    atomic_write_text(html, render_html(summary, plots))
+    return ReportFiles(html, digest, written)
+
+
+def _write_pngs(plots: Sequence[Plot], folder: Path) -> list[Path]:
+    written = []
+    for plot in plots:
+        path = folder / f"{plot.name}.png"
+        if plot.png is None:
+            path.unlink(missing_ok=True)
+            continue
+        with atomic_open(path, "wb") as handle:
+            handle.write(plot.png)
+        written.append(path)
+    return written

@@ -1,0 +1,47 @@
+"""What is searched: the schema of hpctune.yaml, its loading, the search space and the config's lint.
+
+It imports neither Optuna nor torch (an import-linter contract holds it to that): ``check``, ``render`` and
+a command task's worker read a config without paying for either.
+"""
+
+from hpc_tune.config.load import DEFAULT_CONFIG, STORAGE_ENV, load_config, parse_config
+from hpc_tune.config.schema import (
+    EMBEDDED,
+    STUDY_NAME_RE,
+    Config,
+    LoadedConfig,
+    is_embedded,
+)
+from hpc_tune.config.sections import (
+    FidelityConfig,
+    PrunerConfig,
+    SamplerConfig,
+    ScheduleConfig,
+    SlurmConfig,
+    TrainConfig,
+    WorkerConfig,
+    slurm_time_seconds,
+)
+from hpc_tune.config.task import COMMAND_PLACEHOLDERS, CommandTask
+
+__all__ = [
+    "COMMAND_PLACEHOLDERS",
+    "DEFAULT_CONFIG",
+    "EMBEDDED",
+    "STORAGE_ENV",
+    "STUDY_NAME_RE",
+    "CommandTask",
+    "Config",
+    "FidelityConfig",
+    "LoadedConfig",
+    "PrunerConfig",
+    "SamplerConfig",
+    "ScheduleConfig",
+    "SlurmConfig",
+    "TrainConfig",
+    "WorkerConfig",
+    "is_embedded",
+    "load_config",
+    "parse_config",
+    "slurm_time_seconds",
+]

@@ -1,0 +1,310 @@
+"""The sections of hpctune.yaml below the top level: sampler, pruner, fidelity, train, worker, slurm.
+
+Each field's ``description`` is what the reference in docs/your-code.md says of it
+(scripts/gen_config_docs.py renders the models); comments here say why a default or a limit is what it is.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo (``epocs: 100``) that passes silently costs a whole campaign."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplerConfig(Strict):
+    type: Literal["tpe", "random", "grid", "cmaes", "qmc"] = Field(
+        "tpe",
+        description="`tpe`: Bayesian, learns from every worker's trials; `random`; `grid`: every point of a "
+        "discrete space once across all workers (needs `space:` without `when:`); `cmaes`; `qmc`: "
+        "scrambled Sobol.",
+    )
+    # Every worker must use the same seed for grid; tpe/random add a per-worker offset (policy/strategy.py).
+    seed: int | None = Field(
+        None,
+        description="Sampler seed; each worker adds its index (grid and qmc: the same in every worker). "
+        "`null`: not seeded.",
+    )
+    multivariate: bool = Field(True, description="TPE models the parameters together rather than one by one.")
+    constant_liar: bool = Field(
+        True,
+        description="TPE counts running trials as bad ones, so parallel workers do not all sample the same "
+        "region.",
+    )
+    n_startup_trials: int = Field(10, ge=0, description="Random trials before TPE or CMA-ES starts to model.")
+
+
+class PrunerConfig(Strict):
+    type: Literal["median", "hyperband", "sh", "patience", "none"] = Field(
+        "median",
+        description="`median`: stop a trial whose best value so far is worse than the median of finished "
+        "trials at the same epoch; `patience`: the same, only after `patience` epochs without improvement; "
+        "`hyperband`, `sh` (successive halving); `none`.",
+    )
+    n_startup_trials: int = Field(
+        5, ge=0, description="`median`, `patience`: no pruning until this many trials have finished."
+    )
+    # "auto", the default, was chosen by benchmarks/search_efficiency.py (docs/strategies.md): a fixed warm-up
+    # of 3 epochs killed the late winners of the benchmark's trap task (policy/reliable_pruning.py).
+    n_warmup_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="`median`, `patience`: no pruning before this epoch (early epochs are noisy). `auto`: "
+        "from the epoch where the study's completed trials show early values ranking trials as their final "
+        "values do (Spearman ≥ 0.8), measured while the study runs; nothing is pruned before "
+        "`max(n_startup_trials, 5)` trials have finished. The default, chosen by "
+        "[the search-efficiency benchmark](strategies.md).",
+    )
+    min_resource: int = Field(
+        1, ge=1, description="`hyperband`, `sh`: epochs every trial runs before it can be pruned."
+    )
+    reduction_factor: int = Field(
+        3, ge=2, description="`hyperband`, `sh`: 1 in this many trials goes on at each rung."
+    )
+    patience: int = Field(
+        5, ge=1, description="`patience`: epochs without improvement before the median rule applies."
+    )
+
+
+class FidelityConfig(Strict):
+    data_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of the training data a screening trial trains on (stratified; validation is "
+        "never cut). Given to `build()`; a command or an objective does not get it.",
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="Epochs of a screening trial (a command's `{epochs}`). `null`: `epochs`."
+    )
+    promote_top: int | None = Field(
+        None,
+        ge=1,
+        description="When every screening trial has finished, re-run the best N at full fidelity (all data, "
+        "`epochs`), on top of `trials` and never pruned. `null`: no promotion.",
+    )
+
+
+class ScheduleConfig(Strict):
+    type: Literal["cosine", "onecycle", "none"] = Field(
+        "cosine",
+        description="Per optimizer step: `cosine` to 0 over the epochs the trial runs, `onecycle`, or `none` "
+        "(constant). T_max is always the epochs the trial runs, so there is no setting for it.",
+    )
+    warmup_epochs: int = Field(0, ge=0, description="Linear warm-up, in epochs (at most half the run).")
+
+
+class TrainConfig(Strict):
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Training batch of a `build()` task that does not tune one. On a GPU the batch probe may "
+        "split it into micro-batches (gradient accumulation); it never changes it.",
+    )
+    eval_batch_multiplier: int = Field(
+        2, ge=1, description="Validation batch = training batch times this (no gradients, so it fits)."
+    )
+    max_val_batches: int | None = Field(
+        None,
+        ge=1,
+        description="Validate each epoch on at most this many batches: a fixed subset, stratified by class, "
+        "the same in every epoch and trial. The last epoch and the best epoch's weights are then validated "
+        "on the whole set, and the trial's value is taken from those. `null`: no limit.",
+    )
+    val_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Validate each epoch on this share of the validation set (0.5 halves validation time): "
+        "the same stratified samples in every epoch and trial, so that curves stay comparable and the "
+        "pruner can use them. At the end, the last epoch's weights and the weights of the epoch the subset "
+        "rated best are validated on the whole set. The trial's value is the better of the two, never a "
+        "subset's (`full_validation` in the trial's JSON).",
+    )
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto",
+        description="Mixed precision. `auto`: bf16 on GPUs that have it, else fp16 with a gradient scaler; "
+        "fp32 on CPU. `off`, `bf16`, `fp16` force it.",
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="`torch.compile` of the evaluation step. `auto`: on CUDA, off on CPU (slower there).",
+    )
+    grad_accum: Literal["auto"] | int = Field(
+        "auto",
+        description="`auto`: as many micro-batches as the batch probe (CUDA) finds necessary, else one. "
+        "N >= 2: at least N.",
+    )
+    memory_fraction: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="CUDA: the share of the GPU's memory the trial may use; the batch probe plans within it.",
+    )
+    num_workers: Literal["auto"] | int = Field(
+        "auto",
+        description="DataLoader processes for a dataset read sample by sample. `auto`: min(8, cores / 2) on "
+        "CUDA, 0 on CPU. Tensor datasets in memory never use a DataLoader.",
+    )
+    schedule: ScheduleConfig = Field(
+        ScheduleConfig(), description="Learning-rate schedule (see `train.schedule`)."
+    )
+    seed: int = Field(
+        0,
+        description="The trials' seed, the same for every trial so that trials differ by their parameters: "
+        "the engine seeds from it, a command gets `{seed}`, an objective runs with Python's, NumPy's and "
+        "torch's generators seeded with it.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto`: CUDA when there is a GPU, else CPU. `cpu`, `cuda` force it."
+    )
+
+    @field_validator("grad_accum", "num_workers")
+    @classmethod
+    def _non_negative(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'auto' or an integer >= 0")
+        return v
+
+
+class WorkerConfig(Strict):
+    heartbeat_interval: int = Field(
+        10, ge=1, description="PostgreSQL: seconds between a running trial's heartbeats."
+    )
+    grace_period: int = Field(
+        60,
+        ge=2,
+        description="PostgreSQL: a trial without a heartbeat for this many seconds (its worker was killed) "
+        "is failed and re-run. Longer than `heartbeat_interval`.",
+    )
+    max_retry: int = Field(
+        1,
+        ge=0,
+        description="How often a trial whose worker died, was interrupted or lost the database is re-run "
+        "with the same parameters. Walltime hand-ons do not count.",
+    )
+    # "none" (NullPool) connects for every call, ~4x slower per trial of a trivial objective: nothing next to
+    # an epoch, and it lets more workers than the server's connection limit share a study.
+    pool: Literal["auto", "persistent", "none"] = Field(
+        "auto",
+        description="PostgreSQL connections: `persistent` keeps two per worker, `none` connects for every "
+        "call; `auto`: persistent up to 16 workers, else none.",
+    )
+    db_retry_deadline_s: float = Field(
+        300.0,
+        ge=1.0,
+        description="How long one storage call is retried through a database outage before the worker exits "
+        "75 (its trial is re-run later).",
+    )
+    # A typo in the metric, a broken import, an argument the script does not take: the same failure in every
+    # trial is a mistake, not a result, and the rest of the budget would only repeat it.
+    fail_fast_trials: int = Field(
+        3,
+        ge=0,
+        description="When the first N finished trials all failed for the same reason, the workers stop "
+        "instead of spending the budget. 0: never.",
+    )
+
+    @model_validator(mode="after")
+    def _grace_longer_than_interval(self) -> WorkerConfig:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError("grace_period must be longer than heartbeat_interval")
+        return self
+
+
+_SLURM_TIME_RE = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$")
+_SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
+_SAFE_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:=/+@%-]+$")
+
+
+def slurm_time_seconds(time: str) -> int:
+    """A SLURM time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, as ``slurm.time`` validates it)
+    in seconds: the one parser behind `check`'s walltime warning and the minutes submitit is given."""
+    days, _, rest = time.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    if len(parts) == 3:
+        return parts[0] * 3600 + parts[1] * 60 + parts[2]
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 60
+
+
+class SlurmConfig(Strict):
+    partition: str | None = Field(None, description="`--partition`. `null`: the cluster's default.")
+    account: str | None = Field(None, description="`--account`. `null`: your default.")
+    qos: str | None = Field(None, description="`--qos`. `null`: the default.")
+    time: str = Field(
+        "01:00:00",
+        description="Time limit of each array task (`MM`, `HH:MM:SS`, `D-HH:MM:SS`); a trial still running "
+        "then continues in the requeued task.",
+    )
+    gres: str | None = Field(None, description="`--gres`, e.g. `gpu:1`. `null`: none.")
+    cpus_per_task: int = Field(
+        4, ge=1, description="`--cpus-per-task`; the worker limits torch's threads to it."
+    )
+    mem: str | None = Field("8G", description="`--mem` per task, e.g. `32G`. `null`: the cluster's default.")
+    array_parallelism: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many array tasks at once (the `%N` of `--array`), unless `--array` has its "
+        "own.",
+    )
+    signal_grace_s: int = Field(
+        300,
+        ge=10,
+        description="SLURM sends USR2 this many seconds before the time limit: more than the slowest epoch "
+        "plus saving a checkpoint.",
+    )
+    setup: list[str] = Field(
+        [],
+        description="Bash lines run before the worker in every task: `module load ...`, "
+        "`source .venv/bin/activate`.",
+    )
+    extra_sbatch: list[str] = Field(
+        [], description="More sbatch options, each starting with `--` (not those hpctune sets)."
+    )
+
+    @field_validator("partition", "account", "qos", "gres")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and not _SAFE_TOKEN_RE.match(v):
+            raise ValueError(f"{v!r} has characters SLURM does not accept here")
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        if not _SLURM_TIME_RE.match(v):
+            raise ValueError(f"{v!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: str | None) -> str | None:
+        if v is not None and not _SLURM_MEM_RE.match(v):
+            raise ValueError(f"{v!r} is not a SLURM memory size (e.g. 32G)")
+        return v
+
+    @field_validator("setup")
+    @classmethod
+    def _lines(cls, v: list[str]) -> list[str]:
+        for line in v:
+            if "\n" in line or "\r" in line:
+                raise ValueError("each setup entry must be a single line")
+        return v
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _sbatch_lines(cls, v: list[str]) -> list[str]:
+        for line in v:
+            if "\n" in line or "\r" in line or not line.startswith("--"):
+                raise ValueError(f"{line!r} must be one line starting with --")
+        return v

@@ -1,0 +1,55 @@
+"""What a database error means for the caller: wait and retry, or stop and tell the user.
+
+One classification for every storage call, the study lock's connection and the first connect: a transient
+error (a restart, a fail-over, a full connection table) is waited out, a refused login is not, since waiting
+will not fix a wrong password.
+"""
+
+from __future__ import annotations
+
+import optuna
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from hpc_tune.storage.url import scrub
+
+# What PostgreSQL says when it refuses a login: a wrong password, none supplied, an unknown role or database.
+LOGIN_REFUSED = ("password authentication failed", "no password supplied", "does not exist")
+# Other connection-level refusals that a retry cannot fix.
+_NOT_TRANSIENT = (*LOGIN_REFUSED, "role ")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure a retry can fix: the connection broke, the server restarts or is full, a serialization
+    conflict. Optuna re-raises SQLAlchemy errors from its sessions as ``StorageInternalError``, so the cause
+    decides (found by restarting PostgreSQL under a running worker)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | InterfaceError):
+            text = str(getattr(current, "orig", current))
+            return not any(marker in text for marker in _NOT_TRANSIENT)
+        if isinstance(current, DBAPIError) and getattr(current, "connection_invalidated", False):
+            return True
+        if not isinstance(current, optuna.exceptions.StorageInternalError):
+            return False
+        current = current.__cause__
+    return False
+
+
+def is_server_full(exc: BaseException) -> bool:
+    """The server is up but its connection table is full: other workers will free a slot, so waiting (up to
+    the deadline) is right even where a dead server would be given up on after a few attempts."""
+    text = str(getattr(exc, "orig", None) or exc) + str(getattr(exc, "__cause__", "") or "")
+    return "too many clients" in text or "too many connections" in text
+
+
+def is_login_refused(reason: str) -> bool:
+    return any(marker in reason for marker in LOGIN_REFUSED)
+
+
+def first_line(exc: BaseException, url: str | None = None) -> str:
+    """The error's first line, with the URL's password scrubbed."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    return scrub(lines[0] if lines else type(exc).__name__, url)

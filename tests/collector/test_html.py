@@ -1,0 +1,312 @@
+"""The report files (report.html, summary.md, plots/*.png) of real Optuna studies: self-contained, every
+plot a PNG that decodes, warnings first, user strings escaped, notes instead of the plots a study lacks."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import random
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.image
+import matplotlib.pyplot as plt
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from hpc_tune.collector.collect import TOP_K, summarize
+from hpc_tune.collector.digest import render_digest
+from hpc_tune.collector.html import render_html, write_report
+from hpc_tune.collector.plots import MAX_CURVES, MAX_PLOT_TRIALS, PLOT_NAMES, draw_plots, select_trials
+from hpc_tune.storage.records import LoadedTrials, TrialRecord, read_trials, write_trial
+
+METRIC = "val_acc"
+EVIL = "<script>alert(1)</script>"
+EPOCHS = 10
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DISTRIBUTIONS = {
+    "lr": FloatDistribution(1e-5, 1e-1, log=True),
+    "layers": IntDistribution(1, 6),
+    "opt": CategoricalDistribution(["adam", "sgd", EVIL]),
+}
+
+
+def build_study(
+    study_dir: Path, n: int, *, one_param: bool = False, curves: bool = True, records: bool = True
+) -> tuple[optuna.Study, LoadedTrials]:
+    """A finished study named after ``study_dir``: trial 0 is the baseline, every 4th trial is pruned at epoch
+    3, the value peaks at lr=10^-2.5 with EVIL the best optimizer; per-epoch records in trials/ when
+    ``records``."""
+    rng = random.Random(n)
+    study = optuna.create_study(direction="maximize", study_name=study_dir.name)
+    study.set_user_attr("metric", METRIC)
+    study.set_user_attr("trials", n)  # as hpctune records its budget on the studies it creates
+    distributions = {"lr": DISTRIBUTIONS["lr"]} if one_param else DISTRIBUTIONS
+    trials = []
+    for number in range(n):
+        params: dict[str, Any] = {"lr": 10 ** rng.uniform(-5, -1)}
+        if not one_param:
+            params.update(layers=rng.randint(1, 6), opt=rng.choice(DISTRIBUTIONS["opt"].choices))
+        final = 0.9 - 0.05 * (math.log10(params["lr"]) + 2.5) ** 2 + rng.gauss(0, 0.01)
+        final += {"adam": 0.0, "sgd": -0.02, EVIL: 0.03}.get(params.get("opt"), 0.0)
+        pruned = number % 4 == 3
+        curve = {e: final * (1 - math.exp(-e / 3)) for e in range(1, (3 if pruned else EPOCHS) + 1)}
+        state = TrialState.PRUNED if pruned else TrialState.COMPLETE
+        trials.append(
+            create_trial(
+                state=state,
+                value=None if pruned else final,
+                params=params,
+                distributions=distributions,
+                intermediate_values=curve if curves else None,
+                user_attrs={"baseline": True} if number == 0 else {},
+            )
+        )
+        if records:
+            record = TrialRecord(study=study_dir.name, trial=number, params=params, state=state.name)
+            record.value = None if pruned else final
+            for epoch, value in curve.items():
+                record.add_epoch({"epoch": epoch, METRIC: value, "val_loss": 1 - value}, METRIC, "maximize")
+            write_trial(study_dir, record)
+    study.add_trials(trials)
+    return study, read_trials(study_dir)
+
+
+def confirmation_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """A hand-written summary["confirmation"] for the study's top 3, 3 seeds each."""
+    configs = []
+    for rank, top in enumerate(summary["top_k"][:3], start=1):
+        values = [top["value"] - 0.01 * rank + d for d in (-0.004, 0.0, 0.004)]
+        mean = sum(values) / 3
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+        configs.append(
+            {
+                "source_trial": top["trial"],
+                "params": top["params"],
+                "single_value": top["value"],
+                "mean": mean,
+                "sd": sd,
+                "n": 3,
+                "values": values,
+                "rank_single": rank,
+                "rank_mean": rank,
+            }
+        )
+    return {
+        "study": f"{summary['study']}-confirm",
+        "seeds": 3,
+        "configs": configs,
+        "ranking_changed": False,
+        "pick": configs[0]["source_trial"],
+        "single_winner_not_mean_winner": False,
+    }
+
+
+WARNING = {
+    "code": "best_at_boundary",
+    "message": f"the best trial's opt is {EVIL} and lr sits at the high edge",
+    "action": "widen lr to [1e-05, 1]",
+    "details": {},
+}
+
+
+def full_summary(study: optuna.Study, loaded: LoadedTrials, *, confirmed: bool = True) -> dict[str, Any]:
+    """summarize()'s summary with its real analysis, plus a warning that carries a user string and, when
+    ``confirmed``, confirmation runs."""
+    summary = summarize(study, loaded)
+    summary["analysis"]["warnings"] = [*summary["analysis"]["warnings"], WARNING]
+    summary["confirmation"] = confirmation_of(summary) if confirmed else None
+    return summary
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text inside each <section id=...>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags_of(text: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Tags()
+    parser.feed(text)
+    return parser.tags
+
+
+def figures_of(text: str) -> dict[str, str | None]:
+    """data-plot name → the src of the figure's <img> (None for a figure with a note instead)."""
+    out: dict[str, str | None] = {}
+    current = None
+    for tag, attrs in tags_of(text):
+        if tag == "figure":
+            current = attrs["data-plot"]
+            assert current is not None
+            out[current] = None
+        elif tag == "img" and current is not None:
+            out[current] = attrs["src"]
+    return out
+
+
+def decoded_png(src: str) -> bytes:
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix)
+    return base64.b64decode(src[len(prefix) :], validate=True)
+
+
+def test_report_is_one_self_contained_file_with_every_plot_embedded(tmp_path: Path) -> None:
+    study_dir = tmp_path / "demo"
+    study, loaded = build_study(study_dir, 60)
+    summary = full_summary(study, loaded)
+    files = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir)
+
+    text = files.html.read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text
+    tags = tags_of(text)
+    assert not [t for t, _ in tags if t in ("link", "iframe", "object", "embed")]
+    for tag, attrs in tags:
+        assert attrs.get("href") is None, (tag, attrs)
+        if "src" in attrs:
+            assert str(attrs["src"]).startswith("data:image/png;base64,"), tag
+
+    figures = figures_of(text)
+    assert list(figures) == list(PLOT_NAMES)
+    assert files.plots == [study_dir / "plots" / f"{name}.png" for name in PLOT_NAMES]
+    for name, src in figures.items():
+        assert src is not None, f"{name} has no image"
+        png = decoded_png(src)
+        assert png.startswith(PNG_SIGNATURE)
+        pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100, name
+        assert (study_dir / "plots" / f"{name}.png").read_bytes() == png
+
+
+def test_warnings_and_recommendations_come_before_the_plots_and_user_strings_are_escaped(
+    tmp_path: Path,
+) -> None:
+    study_dir = tmp_path / "demo"
+    study, loaded = build_study(study_dir, 60)
+    summary = full_summary(study, loaded)
+    assert summary["best"]["params"]["opt"] == EVIL
+    text = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir).html.read_text()
+
+    warnings_at = text.index('<section id="warnings">')
+    assert warnings_at < text.index('<section id="recommendations">') < text.index('<section id="plots">')
+    warnings_section = text[warnings_at : text.index("</section>", warnings_at)]
+    for w in summary["analysis"]["warnings"]:
+        assert f'data-code="{w["code"]}"' in warnings_section
+    assert "the best trial&#39;s opt is &lt;script&gt;alert(1)&lt;/script&gt;" in warnings_section
+    assert "Do: widen lr to [1e-05, 1]" in warnings_section
+    # The user's "<script>" only ever appears escaped: the page's one script is its own.
+    assert EVIL not in text
+    assert text.count("<script") == 1
+    assert "opt=&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_no_warnings_is_said_in_the_warnings_section(tmp_path: Path) -> None:
+    study_dir = tmp_path / "demo"
+    study, loaded = build_study(study_dir, 60)
+    summary = full_summary(study, loaded)
+    summary["analysis"]["warnings"] = []
+    text = render_html(summary, [])
+    section = text[text.index('<section id="warnings">') : text.index('<section id="recommendations">')]
+    assert "No warnings" in section and "<li" not in section
+
+
+def test_digest_holds_best_top5_warnings_and_the_next_step(tmp_path: Path) -> None:
+    study_dir = tmp_path / "demo"
+    study, loaded = build_study(study_dir, 60)
+    summary = full_summary(study, loaded, confirmed=False)
+    files = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir)
+    digest = files.digest.read_text(encoding="utf-8")
+
+    best = summary["best"]
+    assert f"**Best:** trial {best['trial']}, {METRIC} **{best['value']:.4g}**" in digest
+    rows = [line for line in digest.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r.split("|")[2]) for r in rows] == [t["trial"] for t in summary["top_k"]][:5]
+    assert len(rows) == min(5, TOP_K)
+    assert "\\<script>alert(1)\\</script>" in rows[0]
+    for w in summary["analysis"]["warnings"]:
+        assert f"**{w['code']}**" in digest
+    assert "*Do:* widen lr to [1e-05, 1]" in digest
+    assert "`hpctune rerun-top demo --k 5 --seeds 3`" in digest
+    assert "`hpctune next demo -o next.yaml`" in digest
+
+    summary["confirmation"] = confirmation_of(summary)
+    confirmed = render_digest(summary)
+    assert "rerun-top" not in confirmed.split("## Next step")[1]
+    assert f"Pick: trial {summary['confirmation']['pick']}" in confirmed
+
+
+def test_one_parameter_without_curves_renders_with_notes_and_drops_stale_pngs(tmp_path: Path) -> None:
+    study_dir = tmp_path / "demo"
+    study, loaded = build_study(study_dir, 60)
+    write_report(full_summary(study, loaded), study.get_trials(deepcopy=False), loaded.records, study_dir)
+    assert (study_dir / "plots" / "contour.png").exists()
+
+    # The same study directory, now a one-parameter study that reported no per-epoch value.
+    small = tmp_path / "small"
+    study, loaded = build_study(small, 12, one_param=True, curves=False, records=False)
+    summary = summarize(study, loaded)
+    files = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir)
+
+    figures = figures_of(files.html.read_text(encoding="utf-8"))
+    assert list(figures) == list(PLOT_NAMES)
+    missing = {name for name, src in figures.items() if src is None}
+    assert {"learning_curves", "contour", "rank_correlation", "confirmation"} <= missing
+    assert {"history", "parallel", "slice"}.isdisjoint(missing)
+    text = files.html.read_text(encoding="utf-8")
+    assert "a contour needs two parameters; the study has 1" in text
+    assert "no learning curves" in text
+    assert sorted(p.name for p in (study_dir / "plots").iterdir()) == sorted(f.name for f in files.plots)
+    assert not (study_dir / "plots" / "contour.png").exists()
+
+
+def test_a_plot_that_fails_is_a_note_and_leaves_no_figure_or_style_behind(tmp_path: Path) -> None:
+    study_dir = tmp_path / "demo"
+    study, loaded = build_study(study_dir, 40)
+    summary = full_summary(study, loaded)
+    summary["confirmation"]["configs"][0]["mean"] = "not a number"
+    facecolor = matplotlib.rcParams["axes.facecolor"]
+    open_before = plt.get_fignums()
+
+    plots = {p.name: p for p in draw_plots(summary, study.get_trials(deepcopy=False), loaded.records)}
+
+    assert plots["confirmation"].png is None
+    assert plots["confirmation"].note is not None and "ValueError" in plots["confirmation"].note
+    assert all(p.png is not None for name, p in plots.items() if name != "confirmation")
+    # Optuna's plots switch to the ggplot style; none of that, and no figure, outlives the report.
+    assert matplotlib.rcParams["axes.facecolor"] == facecolor
+    assert plt.get_fignums() == open_before
+
+
+def test_a_large_study_is_downsampled_keeping_the_top_k_and_says_so(tmp_path: Path) -> None:
+    study_dir = tmp_path / "large"
+    study, loaded = build_study(study_dir, 3000, records=False)
+    summary = summarize(study, loaded)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+
+    plots = {p.name: p for p in draw_plots(summary, trials, loaded.records)}
+
+    shown = f"{MAX_PLOT_TRIALS} of {len(complete):,} completed trials shown"
+    for name in ("parallel", "contour", "slice"):
+        assert plots[name].png is not None and shown in plots[name].caption, name
+    assert f"{MAX_CURVES} of {len(trials):,} curves shown" in plots["learning_curves"].caption
+    assert plots["history"].caption.startswith(f"{len(complete):,} completed trials")
+
+    keep = frozenset([*(t["trial"] for t in summary["top_k"]), summary["baseline"]["trial"]])
+    chosen = select_trials(complete, keep, MAX_PLOT_TRIALS)
+    numbers = [t.number for t in chosen]
+    assert len(chosen) == MAX_PLOT_TRIALS and keep <= set(numbers)
+    assert numbers == sorted(set(numbers))
+    assert numbers == [t.number for t in select_trials(complete, keep, MAX_PLOT_TRIALS)]
+    # An even sample spans the whole study, not its first trials.
+    gaps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
+    assert numbers[-1] > 0.95 * len(trials) and max(gaps) < 20
