@@ -1,7 +1,7 @@
 """Collect at scale: ``hpctune collect`` on a 10,000-trial PostgreSQL study vs Optuna's own load of it.
 
-The study (issue requirement: collect with importance and the report within 2x the time Optuna needs just to
-load the trials) is written straight into Optuna's tables with SQL (``scale.insert_trials``;
+The target: collect, with importance and the report, within 2x the time Optuna needs just to load the
+trials. The study is written straight into Optuna's tables with SQL (``scale.insert_trials``;
 ``study.add_trials`` takes ~26 ms per trial) together with one JSON record per trial under
 ``<results>/<study>/trials/trial-N.json``, written with ``TrialRecord`` + ``write_trial`` as a worker does
 (no fsync). It looks like a real tuning run, maximizing ``val_acc``:

@@ -1,4 +1,4 @@
-"""Eval speed of the train engine vs a naive loop, side by side in one run (issue 5).
+"""Eval speed of the train engine vs a naive loop, side by side in one run.
 
 For each task (the built-in digits MLP and shapes CNN, and a ResNet-style CNN of ~1.2 M parameters on the
 shapes data, benchmarks/resnet_task.py: the larger kind of model the field notes tune):

@@ -1,4 +1,4 @@
-"""Orchestration overhead (issue 3): plain Optuna ``study.optimize`` vs ``hpctune worker``, side by side.
+"""Orchestration overhead: plain Optuna ``study.optimize`` vs ``hpctune worker``, side by side.
 
 Both sides: the same trivial objective (below: reports x*step for steps 1..5, returns x), N processes
 (default 4) sharing one study of T trials (default 400) in the same PostgreSQL (a fresh database per run),

@@ -1,4 +1,4 @@
-"""Search strategies compared on replayed learning curves (issue 11, part 1): which one finds a good
+"""Search strategies compared on replayed learning curves: which one finds a good
 configuration for the fewest epochs, with 1 and with 4 workers.
 
 Why replay: a strategy's efficiency is a distribution over repetitions, not one run, and training is what

@@ -73,12 +73,17 @@ def submit(config_path: Path, array: Any, dry_run: bool, out_dir: Path | None) -
 @config_option
 def cancel(config_path: Path) -> None:
     """Cancel the study's SLURM jobs; workers fail and re-enqueue their running trials on the way out."""
-    from hpc_tune.launchers.submit import cancel as cancel_study
+    from hpc_tune.launchers.submit import cancel as cancel_jobs
+    from hpc_tune.launchers.submit import fail_trials_of_jobs
+    from hpc_tune.policy.shared_study import open_study
 
-    done = cancel_study(load(config_path))
-    if not done.job_ids:
+    loaded = load(config_path)
+    ids = cancel_jobs(loaded)
+    if not ids:
         click.echo("no active job of this study")
         return
-    click.echo(f"cancelled job(s): {', '.join(done.job_ids)}")
-    if done.failed_trials:
-        click.echo(f"failed and re-enqueued trial(s) left running by cancelled tasks: {done.failed_trials}")
+    click.echo(f"cancelled job(s): {', '.join(ids)}")
+    # Workers fail their trials on SIGTERM; one that was SIGKILLed first would leave its trial RUNNING.
+    failed = fail_trials_of_jobs(open_study(loaded, None, with_heartbeat=False), loaded, ids)
+    if failed:
+        click.echo(f"failed and re-enqueued trial(s) left running by cancelled tasks: {failed}")

@@ -17,7 +17,7 @@ from hpc_tune import attrs
 from hpc_tune.config import LoadedConfig
 from hpc_tune.errors import SlurmError
 from hpc_tune.launchers.scripts import RenderedScripts, array_sbatch_args, render_scripts
-from hpc_tune.policy.shared_study import SharedStudy, fail_running, open_study
+from hpc_tune.policy.shared_study import SharedStudy, fail_running
 from hpc_tune.slurm import (
     DEFAULT_MAX_ARRAY_SIZE,
     ArraySpec,
@@ -32,7 +32,6 @@ from hpc_tune.slurm import (
 )
 
 __all__ = [
-    "Cancelled",
     "SubmitResult",
     "cancel",
     "fail_trials_of_jobs",
@@ -130,24 +129,14 @@ def status(loaded: LoadedConfig) -> StudyStatus:
     return StudyStatus(study=loaded.config.study, job_name=name, tasks=squeue_study(name, all_states=True))
 
 
-@dataclass(frozen=True)
-class Cancelled:
-    """What ``cancel`` did: the jobs it cancelled, and the trials their tasks left RUNNING that it failed
-    and re-enqueued (a later submit goes on where the study stopped)."""
-
-    job_ids: list[str]
-    failed_trials: list[int]
-
-
-def cancel(loaded: LoadedConfig) -> Cancelled:
-    """Cancel every active job of the study (arrays and collectors). Workers fail their trials on SIGTERM;
-    one that was SIGKILLed first would leave its trial RUNNING, so those are failed here."""
+def cancel(loaded: LoadedConfig) -> list[str]:
+    """Cancel every active job of the study (arrays and collectors); return the job ids cancelled. Their
+    trials are failed by the workers on SIGTERM; ``fail_trials_of_jobs`` fails those of SIGKILLed ones."""
     name = job_name_for(loaded.config.study)
     ids = sorted({t.array_job_id for t in squeue_study(name) if t.active}, key=int)
-    if not ids:
-        return Cancelled([], [])
-    scancel(ids)
-    return Cancelled(ids, fail_trials_of_jobs(open_study(loaded, None, with_heartbeat=False), loaded, ids))
+    if ids:
+        scancel(ids)
+    return ids
 
 
 def guard_collector(

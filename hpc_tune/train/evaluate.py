@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 CompileSetting = Literal["auto", "on", "off"]
 
-# Measured in benchmarks/eval_speed.py on a 2-core CPU (docs/benchmarks.md, "Eval speed (issue 5)"):
+# Measured in benchmarks/eval_speed.py on a 2-core CPU (docs/benchmarks.md, "Eval speed"):
 # compiling did not pay for itself on CPU, so ``auto`` compiles only on CUDA. See docs/design-notes.md.
 COMPILE_ON_CPU_BY_DEFAULT = False
 
