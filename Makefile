@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The CPU wheel of torch: installed first so that no dependency pulls a multi-GB CUDA build.
+# The CPU wheel of torch: installed first so that no dependency pulls a multi-GB CUDA build. The test extra
+# then adds the engine (torch>=2.3, satisfied by it), the report and the dashboard extras: what the demo and
+# the tests need.
 TORCH  ?= torch==2.13.0
 
 .PHONY: venv demo test test-services lint bench clean

@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # torch costs ~2 s to import: a worker running a plain object
     from torch import Tensor
 
 BUILD_PARAMS = ("params", "fidelity", "seed", "train")
+# What the built-in engine tasks import that the core install leaves out (setup.cfg, extra "engine").
+ENGINE_EXTRA = ("torch", "sklearn")
 
 
 @dataclass
@@ -244,6 +246,11 @@ def _load_module(target: str, spec: str, root: str | os.PathLike[str] | None) ->
         # as such so that they do not hunt for a typo in hpctune.yaml.
         if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
             raise TaskError(f"task module {target!r} not found", spec) from None
+        if target.startswith("hpc_tune.") and (exc.name or "").split(".")[0] in ENGINE_EXTRA:
+            # The core install (enough for commands and objectives) has neither; say which extra has them.
+            raise TaskError(
+                f"task module {target!r} needs the engine: pip install 'hpc-tune[engine]' ({exc})", spec
+            ) from exc
         raise TaskError(f"task module {target!r} failed to import: {exc}", spec) from exc
     except Exception as exc:
         raise TaskError(

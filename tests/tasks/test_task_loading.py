@@ -1,4 +1,6 @@
+import importlib.abc
 import re
+import sys
 from pathlib import Path
 
 import optuna
@@ -127,3 +129,29 @@ def test_an_existing_script_given_as_task_points_to_command_tasks(
     with pytest.raises(TaskError, match=re.escape(message)):
         load_task(spec, tmp_path)
     assert capsys.readouterr().err == ""  # argparse's usage message does not bury the one line
+
+
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    """Imports of ``top`` and its submodules fail as they do where it is not installed."""
+
+    def __init__(self, top: str) -> None:
+        self.top = top
+
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+        if fullname == self.top or fullname.startswith(self.top + "."):
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+@pytest.mark.parametrize("missing", ["torch", "sklearn"])
+def test_builtin_task_without_the_engine_extra_names_it(monkeypatch, missing):
+    # A core install: neither the library nor the tasks that import it are loaded yet.
+    for name in [m for m in sys.modules if m.split(".")[0] == missing] + [
+        "hpc_tune.tasks.digits",
+        "hpc_tune.tasks.common",
+    ]:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NotInstalled(missing), *sys.meta_path])
+    with pytest.raises(TaskError, match=re.escape("pip install 'hpc-tune[engine]'")) as info:
+        load_task("hpc_tune.tasks.digits")
+    assert f"No module named '{missing}" in str(info.value)
