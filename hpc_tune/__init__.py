@@ -19,7 +19,7 @@ _API = {
     "LoadedConfig": "hpc_tune.config",
     "load_config": "hpc_tune.config",
     "parse_config": "hpc_tune.config",
-    "redact_url": "hpc_tune.storage.url",
+    "redact_url": "hpc_tune.config",
     "resolve_storage": "hpc_tune.storage.url",
     "launch": "hpc_tune.launchers.python_api",
     "Launched": "hpc_tune.launchers.python_api",

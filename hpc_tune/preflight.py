@@ -2,8 +2,10 @@
 
 The config is valid (loading it proved that); the task is imported as a worker would import it, so a
 missing file, a typo in a module or a broken import is one line here and not a failure in every array task;
-the config's lint (config/lint.py) warns about settings that waste trials; and a study submitted before is
-compared with this config, which must still be the one its trials ran with.
+the config's lint (config/lint.py) warns about settings that waste trials; a PostgreSQL storage is asked
+whether it answers and how many connections it allows, against what the array's workers will need
+(storage/probe.py); and a study submitted before is compared with this config, which must still be the one
+its trials ran with.
 """
 
 from __future__ import annotations
@@ -17,18 +19,35 @@ from hpc_tune.config import Config, LoadedConfig
 from hpc_tune.config.lint import LintFinding, lint, lint_for_task
 from hpc_tune.errors import HpcTuneError
 from hpc_tune.policy.shared_study import existing_study_attrs
-from hpc_tune.storage.url import resolve_storage
+from hpc_tune.slurm import ArraySpec
+from hpc_tune.storage.connections import peak_connections
+from hpc_tune.storage.probe import DatabaseProbe, probe_database
+from hpc_tune.storage.url import StorageSpec, resolve_storage
 from hpc_tune.tasks.base import load_task
 
 
 @dataclass(frozen=True)
 class Preflight:
-    """What ``check`` found: the warnings, the task's kind, and where the study lives (redacted)."""
+    """What ``check`` found: the warnings, the task's kind, where the study lives (redacted) and, for a
+    PostgreSQL storage, what the database said."""
 
     loaded: LoadedConfig
     task_kind: str
     findings: list[LintFinding]
     storage: str
+    database: DatabaseProbe | None = None
+    workers: int | None = None
+
+    def database_line(self) -> str | None:
+        """What the database said, for a reader deciding whether to submit."""
+        db = self.database
+        if db is None or not db.reachable:
+            return None
+        limit = "no limit of its own" if db.role_limit is None or db.role_limit < 0 else f"{db.role_limit}"
+        return (
+            f"storage: PostgreSQL {db.version} answers; role {db.role}: connection limit {limit}, server "
+            f"max_connections {db.server_limit} ({db.reserved} reserved for superusers)"
+        )
 
     def summary_line(self) -> str:
         c = self.loaded.config
@@ -45,19 +64,69 @@ class Preflight:
         )
 
 
-def preflight(loaded: LoadedConfig) -> Preflight:
+def preflight(loaded: LoadedConfig, array: ArraySpec | None = None) -> Preflight:
+    """``array``: the ``--array`` the study will be submitted with (its ``%N`` or task count is the number
+    of workers at once); else ``slurm.array_parallelism`` when set."""
     config = loaded.config
     task = load_task(config.task, loaded.root, has_space=config.space is not None)
     findings = lint(config) + lint_for_task(config, task.kind)
     spec = resolve_storage(config.storage, loaded.study_dir)
-    try:
-        # A study submitted before: is this config still the one its trials ran with?
-        recorded = existing_study_attrs(spec, config.study)
-    except HpcTuneError:
-        recorded = None  # an unreachable database is the workers' problem; check warns about the config
+    workers = _workers(config, array)
+    database = None
+    if spec.is_postgres:
+        database = probe_database(spec)
+        findings += lint_database(config, spec, database, workers)
+    recorded = None
+    if database is None or database.reachable:  # an unreachable one was just reported: do not wait twice
+        try:
+            # A study submitted before: is this config still the one its trials ran with?
+            recorded = existing_study_attrs(spec, config.study)
+        except HpcTuneError:
+            recorded = None  # the workers' problem; check warns about the config
     if recorded is not None:
         findings += lint_against_study(config, recorded)
-    return Preflight(loaded, task.kind, findings, "embedded" if config.embedded else spec.display)
+    storage = "embedded" if config.embedded else spec.display
+    return Preflight(loaded, task.kind, findings, storage, database, workers)
+
+
+def _workers(config: Config, array: ArraySpec | None) -> int | None:
+    if array is not None:
+        return array.parallelism or array.count
+    return config.slurm.array_parallelism
+
+
+def lint_database(
+    config: Config, spec: StorageSpec, db: DatabaseProbe, workers: int | None
+) -> list[LintFinding]:
+    """Warnings about the database as it answered (or did not) from here."""
+    if not db.reachable:
+        return [
+            LintFinding(
+                "storage",
+                f"{spec.display} does not answer from here ({db.error}); the compute nodes may reach it, "
+                "but make sure before submitting an array",
+            )
+        ]
+    usable = db.usable_by_role
+    if workers is None or usable is None:
+        return []
+    needed = peak_connections(workers, config.worker.pool)
+    if needed <= usable:
+        return []
+    which = (
+        f"role {db.role} may hold {db.role_limit}"
+        if db.role_limit is not None and 0 <= db.role_limit <= usable
+        else f"the server allows {usable} for roles like {db.role}"
+    )
+    fits = max(1, (usable - 2) if config.worker.pool != "persistent" else usable // 3)
+    return [
+        LintFinding(
+            "storage",
+            f"{workers} workers at once need up to {needed} connections (worker.pool "
+            f"{config.worker.pool}) but {which}: they will wait for each other's connections. Lower the "
+            f'array\'s parallelism to {fits} or set worker.pool: none (docs/concepts.md, "Connections")',
+        )
+    ]
 
 
 def lint_against_study(config: Config, study_attrs: Mapping[str, Any]) -> list[LintFinding]:

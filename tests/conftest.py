@@ -61,6 +61,18 @@ class PostgresServer:
     def admin_url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{db}"
 
+    def version(self) -> str:
+        """``SHOW server_version`` of the running server."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW server_version")
+                return str(cur.fetchone()[0])
+        finally:
+            conn.close()
+
     def sql(self, statement: str, db: str = "postgres") -> None:
         import psycopg2
 

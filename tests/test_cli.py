@@ -95,13 +95,16 @@ def test_check_warns_when_epochs_changed_since_the_study_was_created(tmp_path: P
     )
 
 
-def test_check_does_not_need_the_database(tmp_path: Path) -> None:
+def test_check_does_not_need_the_database_but_says_it_does_not_answer(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, sampler=TPE6, storage="postgresql+psycopg2://tuner@127.0.0.1:1/optuna")
     code, out, err = invoke("check", "-c", str(cfg), env={**os.environ, "HPCTUNE_CONNECT_ATTEMPTS": "3"})
     assert (code, err) == (0, "")
     assert out == (
+        "warning: storage: postgresql+psycopg2://tuner@127.0.0.1:1/optuna does not answer from here "
+        '(connection to server at "127.0.0.1", port 1 failed: Connection refused); the compute nodes may '
+        "reach it, but make sure before submitting an array\n"
         "ok: study t-digits, 4 parameters, 6 trials x 3 epochs, sampler tpe, pruner median, storage "
-        "postgresql+psycopg2://tuner@127.0.0.1:1/optuna\n"
+        "postgresql+psycopg2://tuner@127.0.0.1:1/optuna (1 warning)\n"
     )
 
 
@@ -129,6 +132,70 @@ BAD_INPUTS = [
         "starts with a letter or digit; at most 128 characters) (hpctune.yaml)\n",
     ),
 ]
+
+
+STORAGE_NOT_A_URL = (
+    "Error: storage: 'foo' is not a database URL: use null (the embedded store) or a URL such as "
+    "postgresql+psycopg2://USER@HOST/DB (hpctune.yaml)\n"
+)
+
+
+COMMANDS = [
+    ["check"],
+    ["render", "--array", "0-3"],
+    ["submit", "--array", "0-3"],
+    ["worker"],
+    ["run", "--local"],
+]
+
+
+# check, render and submit take no --storage: the workers read the file or HPCTUNE_STORAGE.
+@pytest.mark.parametrize(
+    ("command", "given"),
+    [(c, g) for c in COMMANDS for g in ("file", "env", "flag") if g != "flag" or c[0] in ("worker", "run")],
+)
+def test_a_storage_that_is_no_url_is_refused_before_anything_runs(
+    tmp_path: Path, command: list[str], given: str
+) -> None:
+    """Refused when the config is loaded, by every command alike: before, check and render passed it, submit
+    submitted the array, and every worker then failed."""
+    cfg = write_config(tmp_path, storage="foo" if given == "file" else None)
+    cfg.rename(tmp_path / "hpctune.yaml")
+    cfg = tmp_path / "hpctune.yaml"
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "sbatch").write_text(f"#!/bin/sh\necho called >> {tmp_path / 'sbatch-called'}\necho 1\n")
+    (fake_bin / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    args = [*command, "-c", str(cfg)]
+    if given == "env":
+        env["HPCTUNE_STORAGE"] = "foo"
+    if given == "flag":
+        args += ["--storage", "foo"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpc_tune", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", STORAGE_NOT_A_URL)
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "runs").exists()  # nothing written
+    assert not (tmp_path / "sbatch-called").exists()  # nothing submitted
+
+
+def test_run_local_says_a_workers_error_once(tmp_path: Path) -> None:
+    """A failure only the workers see (here a task module the parent never imports) is one line, once."""
+    cfg = write_config(tmp_path, task="no_such_task_module_xyz")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpc_tune", "run", "--local", "-w", "2", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "Error" in line]
+    assert errors == [
+        "Error: worker failed: task module 'no_such_task_module_xyz' not found (no_such_task_module_xyz) "
+        f"({tmp_path / 'runs' / 't-digits' / 'logs'})"
+    ]
+    assert proc.stderr.endswith("\n") and proc.stderr.count("not found") == 1
 
 
 @pytest.mark.parametrize(("text", "code", "error"), BAD_INPUTS)

@@ -3,20 +3,24 @@ a real study on the embedded journal and on PostgreSQL, and looking creates noth
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
 import yaml
+from click.testing import CliRunner
 
 from hpc_tune import attrs
+from hpc_tune.cli import cli
 from hpc_tune.config import load_config, parse_config
 from hpc_tune.config.lint import LintFinding
 from hpc_tune.policy.shared_study import existing_study_attrs, open_study
 from hpc_tune.preflight import lint_against_study
 from hpc_tune.storage.url import resolve_storage
 from tests.config.test_lint import cfg
+from tests.conftest import PostgresServer, write_config
 
 
 def write(tmp_path: Path, **kw: object) -> Path:
@@ -79,3 +83,55 @@ def test_epochs_changed_on_postgresql_and_an_empty_database_is_left_empty(
     recorded = existing_study_attrs(spec, "s1")
     assert recorded is not None
     assert [f.key for f in lint_against_study(parse_config(cfg(epochs=9)), recorded)] == ["epochs"]
+
+
+# --- the database as check sees it ----------------------------------------------------------------------
+
+
+def check_lines(config: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(cli, ["check", "-c", str(config), *args], env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout.splitlines()
+
+
+def test_check_warns_when_the_database_does_not_answer_and_shows_it_redacted(tmp_path: Path) -> None:
+    config = write_config(tmp_path, task="objective.py:objective")
+    (tmp_path / "objective.py").write_text("def objective(trial):\n    return 0.0\n")
+    url = "postgresql+psycopg2://u:s3cret-word@127.0.0.1:1/x"
+    code, lines = check_lines(config, env={"HPCTUNE_STORAGE": url})
+    assert code == 0  # the login node may not reach what the compute nodes reach: a warning, not an error
+    warning = next(line for line in lines if line.startswith("warning: storage:"))
+    assert warning.startswith(
+        "warning: storage: postgresql+psycopg2://u:***@127.0.0.1:1/x does not answer from here (connection "
+        'to server at "127.0.0.1", port 1 failed: Connection refused'
+    )
+    assert warning.endswith("the compute nodes may reach it, but make sure before submitting an array")
+    assert all("s3cret-word" not in line for line in lines)
+    assert "storage postgresql+psycopg2://u:***@127.0.0.1:1/x (" in lines[-1]
+
+
+@pytest.mark.postgres
+def test_check_compares_the_roles_connection_limit_with_the_arrays_workers(
+    tmp_path: Path, pg_url: str, postgres_server: PostgresServer
+) -> None:
+    role = "lim_" + uuid.uuid4().hex[:8]
+    database = pg_url.rsplit("/", 1)[1]
+    postgres_server.sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 12")
+    postgres_server.sql(f"GRANT ALL ON DATABASE {database} TO {role}")
+    url = f"postgresql+psycopg2://{role}@127.0.0.1:{postgres_server.port}/{database}"
+    config = write_config(tmp_path, storage=url, task="objective.py:objective")
+    (tmp_path / "objective.py").write_text("def objective(trial):\n    return 0.0\n")
+    code, lines = check_lines(config, "--array", "0-23")
+    assert code == 0
+    version = postgres_server.version()
+    assert (
+        f"storage: PostgreSQL {version} answers; role {role}: connection limit 12, server max_connections "
+        "300 (3 reserved for superusers)"
+    ) in lines
+    expected = (
+        f"warning: storage: 24 workers at once need up to 26 connections (worker.pool auto) but role {role} "
+        "may hold 12: they will wait for each other's connections. Lower the array's parallelism to 10 or "
+        'set worker.pool: none (docs/concepts.md, "Connections")'
+    )
+    assert expected in lines
+    code, lines = check_lines(config, "--array", "0-23%4")  # 4 at once, 3 connections each: fits in 12
+    assert code == 0 and not any(line.startswith("warning: storage:") for line in lines)

@@ -14,9 +14,8 @@ from typing import Any
 import click
 
 from hpc_tune import __version__
-from hpc_tune.config import DEFAULT_CONFIG, LoadedConfig, load_config
+from hpc_tune.config import DEFAULT_CONFIG, LoadedConfig, load_config, redact_url, url_password
 from hpc_tune.errors import ConfigError, HpcTuneError
-from hpc_tune.storage.url import redact_url, url_password
 
 
 class _OneLineGroup(click.Group):

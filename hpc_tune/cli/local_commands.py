@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 
-from hpc_tune.cli.app import cli, config_option, echo_paths, load, setup_logging, storage_option
+from hpc_tune.cli.app import (
+    ArraySpecType,
+    cli,
+    config_option,
+    echo_paths,
+    load,
+    setup_logging,
+    storage_option,
+)
 from hpc_tune.config import DEFAULT_CONFIG
 from hpc_tune.errors import ConfigError, HpcTuneError
 
@@ -41,13 +50,24 @@ def init(output: Path, force: bool) -> None:
     help="Also run one short trial (one epoch; a tenth of the data for the engine) on a throw-away study "
     "and check that the metric is reported.",
 )
-def check(config_path: Path, dry_run: bool) -> None:
-    """Validate the config, import the task, and warn about settings that waste trials."""
+@click.option(
+    "--array",
+    "array",
+    type=ArraySpecType(),
+    default=None,
+    help="The --array the study will be submitted with: its workers are checked against the database's "
+    "connection limits (default: slurm.array_parallelism).",
+)
+def check(config_path: Path, dry_run: bool, array: Any) -> None:
+    """Validate the config, import the task, ask the database, and warn about settings that waste trials."""
     from hpc_tune.preflight import preflight
 
-    found = preflight(load(config_path))
+    found = preflight(load(config_path), array)
     for finding in found.findings:
         click.echo(finding.line())
+    database = found.database_line()
+    if database is not None:
+        click.echo(database)
     click.echo(found.summary_line())
     if dry_run:
         from hpc_tune.worker.dry_run import dry_run as run_dry

@@ -1,17 +1,11 @@
 """What is searched: the schema of hpctune.yaml, its loading, the search space and the config's lint.
 
 It imports neither Optuna nor torch (an import-linter contract holds it to that): ``check``, ``render`` and
-a command task's worker read a config without paying for either.
+a command task's worker read a config without paying for either. SQLAlchemy's URL parser checks ``storage:``.
 """
 
 from hpc_tune.config.load import DEFAULT_CONFIG, STORAGE_ENV, load_config, parse_config
-from hpc_tune.config.schema import (
-    EMBEDDED,
-    STUDY_NAME_RE,
-    Config,
-    LoadedConfig,
-    is_embedded,
-)
+from hpc_tune.config.schema import STUDY_NAME_RE, Config, LoadedConfig
 from hpc_tune.config.sections import (
     FidelityConfig,
     PrunerConfig,
@@ -22,6 +16,7 @@ from hpc_tune.config.sections import (
     WorkerConfig,
     slurm_time_seconds,
 )
+from hpc_tune.config.storage_value import EMBEDDED, is_embedded, redact_url, scrub, url_password
 from hpc_tune.config.task import COMMAND_PLACEHOLDERS, CommandTask
 
 __all__ = [
@@ -43,5 +38,8 @@ __all__ = [
     "is_embedded",
     "load_config",
     "parse_config",
+    "redact_url",
+    "scrub",
     "slurm_time_seconds",
+    "url_password",
 ]

@@ -24,15 +24,10 @@ from hpc_tune.config.sections import (
     WorkerConfig,
 )
 from hpc_tune.config.space import ParamSpec, grid_size
+from hpc_tune.config.storage_value import check_storage, is_embedded
 from hpc_tune.config.task import COMMAND_PLACEHOLDERS, CommandTask, command_placeholders
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-EMBEDDED = "embedded"
-
-
-def is_embedded(storage: str | None) -> bool:
-    """Whether a storage value means the embedded journal store (``null``, empty, or ``embedded``)."""
-    return storage is None or storage in ("", EMBEDDED)
 
 
 def _task_kind(value: Any) -> str:
@@ -125,6 +120,11 @@ class Config(Strict):
         description="The results folder, relative to this file: `<results>/<study>/` holds `trials/` (one "
         "JSON per trial, a command's logs), `checkpoints/`, `logs/`, `summary.json`.",
     )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str | None) -> str | None:
+        return check_storage(v)
 
     @field_validator("study")
     @classmethod

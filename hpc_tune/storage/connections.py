@@ -61,3 +61,12 @@ def engine_kwargs(spec: StorageSpec, pool: PoolKind = "auto") -> dict[str, objec
     if resolve_pool(pool) == "none":
         return {"poolclass": NullPool, **common}
     return {"poolclass": QueuePool, "pool_size": 2, "max_overflow": 1, "pool_timeout": 60, **common}
+
+
+def peak_connections(workers: int, pool: PoolKind = "auto") -> int:
+    """The most connections ``workers`` workers of one study may hold at once (the sizing rule of
+    docs/concepts.md): ``persistent`` keeps 2 per worker and opens 1 more while the heartbeat overlaps a
+    storage call; ``none`` holds one per call in flight, the lock holder two (the lock and its work), and a
+    heartbeat may overlap: about one per worker, plus two."""
+    kind = resolve_pool(pool, {WORKERS_ENV: str(workers)})
+    return 3 * workers if kind == "persistent" else workers + 2

@@ -10,12 +10,12 @@ from __future__ import annotations
 import optuna
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from hpc_tune.storage.url import scrub
+from hpc_tune.config.storage_value import scrub
 
 # What PostgreSQL says when it refuses a login: a wrong password, none supplied, an unknown role or database.
+# A role at its CONNECTION LIMIT ('too many connections for role "x"') is not among them: like a full server
+# ('too many clients already'), it is waited out until other workers give a connection back.
 LOGIN_REFUSED = ("password authentication failed", "no password supplied", "does not exist")
-# Other connection-level refusals that a retry cannot fix.
-_NOT_TRANSIENT = (*LOGIN_REFUSED, "role ")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -28,7 +28,7 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, OperationalError | InterfaceError):
             text = str(getattr(current, "orig", current))
-            return not any(marker in text for marker in _NOT_TRANSIENT)
+            return not is_login_refused(text)
         if isinstance(current, DBAPIError) and getattr(current, "connection_invalidated", False):
             return True
         if not isinstance(current, optuna.exceptions.StorageInternalError):

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import optuna
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
+from hpc_tune.config.storage_value import redact_url
 from hpc_tune.errors import StorageError, StorageUnavailableError
 from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.storage.connections import PoolKind, engine_kwargs
 from hpc_tune.storage.failures import first_line, is_login_refused
 from hpc_tune.storage.lock import advisory_lock, file_lock
 from hpc_tune.storage.retrying import DEFAULT_DEADLINE_S, RetryingStorage, RetryPolicy, retry_transient
-from hpc_tune.storage.url import StorageSpec, redact_url
+from hpc_tune.storage.url import StorageSpec
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,10 @@ def open_store(
         raise StorageError(
             f"cannot set up the study tables: {first_line(exc, spec.url)}", redact_url(spec.url)
         ) from None
-    except (OperationalError, DBAPIError) as exc:
-        reason = first_line(exc, spec.url)
+    except (OperationalError, DBAPIError, optuna.exceptions.StorageInternalError) as exc:
+        # Optuna wraps what failed while it set up its tables (a full server, a role at its limit).
+        cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else None
+        reason = first_line(cause or exc, spec.url)
         if is_login_refused(reason):
             # Not transient: retrying later will not help, so not EX_TEMPFAIL.
             raise StorageError(
@@ -113,7 +116,7 @@ def open_store(
                 redact_url(spec.url),
             ) from None
         raise StorageUnavailableError(
-            f"cannot reach the study database: {first_line(exc, spec.url)}", redact_url(spec.url)
+            f"cannot reach the study database: {reason}", redact_url(spec.url)
         ) from None
     storage = RetryingStorage(
         adapter.cached(rdb), policy=policy, where=redact_url(spec.url), engine=rdb.engine

@@ -1,7 +1,7 @@
-"""Where a study lives, resolved once: a database URL or the embedded journal file, and how to print it.
+"""Where a study lives, resolved once: a database URL or the embedded journal file.
 
-Everything printed about a storage goes through :func:`redact_url` or :func:`scrub`: a password never reaches
-a log, a terminal or an error line (driver messages can echo connection strings).
+Everything printed about a storage goes through ``redact_url`` or ``scrub`` (config/storage_value.py): a
+password never reaches a log, a terminal or an error line (driver messages can echo connection strings).
 """
 
 from __future__ import annotations
@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from hpc_tune.config import is_embedded
+from hpc_tune.config.storage_value import check_storage, is_embedded, redact_url
 from hpc_tune.errors import StorageError
 
 EMBEDDED_FILE = "journal.log"
@@ -39,40 +36,13 @@ class StorageSpec:
 
 
 def resolve_storage(url: str | None, study_dir: Path) -> StorageSpec:
-    """``url`` is already the winner of CLI flag > HPCTUNE_STORAGE > file; None means embedded."""
+    """``url`` is already the winner of CLI flag > HPCTUNE_STORAGE > file; None means embedded. A config's
+    value was checked when it was loaded; one given without a config (``collect STUDY --storage``) is checked
+    here by the same rule."""
+    try:
+        check_storage(url)
+    except ValueError as exc:
+        raise StorageError(f"storage: {exc}", "--storage or HPCTUNE_STORAGE") from None
     if is_embedded(url):
         return StorageSpec(url=None, journal_path=study_dir / EMBEDDED_FILE, study_dir=study_dir)
-    assert url is not None
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise StorageError("storage is not a database URL", redact_url(url)) from None
-    if not parsed.drivername.startswith(("postgresql", "sqlite", "mysql")):
-        raise StorageError(f"unsupported storage '{parsed.drivername}'", redact_url(url))
     return StorageSpec(url=url, journal_path=None, study_dir=study_dir)
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may be printed: any password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        # Not a SQLAlchemy URL: hide anything between '//' user ':' and '@' the crude way.
-        head, sep, tail = url.partition("://")
-        if sep and "@" in tail and ":" in tail.split("@", 1)[0]:
-            user = tail.split("@", 1)[0].split(":", 1)[0]
-            return f"{head}://{user}:***@{tail.split('@', 1)[1]}"
-        return url
-
-
-def url_password(url: str) -> str | None:
-    try:
-        return make_url(url).password
-    except (ArgumentError, ValueError):
-        return None
-
-
-def scrub(text: str, url: str | None) -> str:
-    """Remove the URL's password from any text (driver error messages can echo connection strings)."""
-    password = url_password(url) if url else None
-    return text.replace(password, "***") if password else text

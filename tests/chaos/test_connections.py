@@ -1,4 +1,4 @@
-"""More workers than the database has connections: 32 local workers on a PostgreSQL server started with
+"""More workers than the database lets in: 32 local workers on a PostgreSQL server started with
 ``max_connections=20``. Nothing may fail and no "too many clients" may reach the user; the peak number of
 connections (pg_stat_activity) is printed for docs/reliability.md."""
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +101,58 @@ def test_32_workers_on_a_server_with_20_connections(tmp_path: Path, small_postgr
     assert len(trials) == 64 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({worker_of(t)["pid"] for t in trials}) > 16  # really many workers, not a few fast ones
     assert peak[0] <= MAX_CONNECTIONS
+
+
+def test_24_workers_on_a_role_limited_to_12_connections(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """A site's usual way to share one server is a role with CONNECTION LIMIT; it says "too many connections
+    for role", which used to be taken for a refused login: 23 of 24 workers died, 10 with a traceback while
+    Optuna created its tables. Now it is waited out like a full server."""
+    role, database = f"lim_{uuid.uuid4().hex[:8]}", f"d_{uuid.uuid4().hex[:8]}"
+    postgres_server.sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 12")
+    postgres_server.sql(f"CREATE DATABASE {database} OWNER {role}")
+    task = write_plain_objective(tmp_path, epochs=2, sleep=0.05)
+    cfg = write_config(
+        tmp_path,
+        storage=f"postgresql+psycopg2://{role}@127.0.0.1:{postgres_server.port}/{database}",
+        task=task,
+        space=PLAIN_SPACE,
+        trials=48,
+        pruner={"type": "none"},
+        worker={"heartbeat_interval": 2, "grace_period": 20, "max_retry": 1},
+    )
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=postgres_server.port, user="postgres", dbname="postgres"
+        )
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not done.wait(0.1):
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
+                peak[0] = max(peak[0], int(cur.fetchone()[0]))
+        conn.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        cmd = [sys.executable, "-m", "hpc_tune", "run", "--local", "--workers", "24", "-c", str(cfg)]
+        result = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=900)
+    finally:
+        done.set()
+        watcher.join()
+    print(f"24 workers, role CONNECTION LIMIT 12: peak {peak[0]} connections of the role")
+    shown = result.stdout + result.stderr
+    assert result.returncode == 0, shown
+    assert "Error:" not in shown and "Traceback" not in shown
+    logs = sorted((tmp_path / "runs" / "t-digits" / "logs").glob("local-worker-*.log"))
+    assert len(logs) >= 24
+    assert not [log.name for log in logs if "Traceback" in log.read_text() or "Error:" in log.read_text()]
+    study, _ = load(cfg)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 48 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({worker_of(t)["pid"] for t in trials}) > 12  # more workers at work than the role's limit
+    assert peak[0] <= 12

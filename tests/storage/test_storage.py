@@ -8,10 +8,11 @@ import optuna
 import pytest
 from sqlalchemy.pool import NullPool, QueuePool
 
+from hpc_tune.config import redact_url, scrub
 from hpc_tune.errors import StorageError, StorageUnavailableError
 from hpc_tune.storage.connections import PoolKind, engine_kwargs, resolve_pool
 from hpc_tune.storage.store import open_store
-from hpc_tune.storage.url import redact_url, resolve_storage, scrub
+from hpc_tune.storage.url import resolve_storage
 
 
 def test_redact_hides_password_keeps_rest() -> None:
