@@ -135,8 +135,8 @@ BAD_INPUTS = [
 
 
 STORAGE_NOT_A_URL = (
-    "Error: storage: 'foo' is not a database URL: use null (the embedded store) or a URL such as "
-    "postgresql+psycopg2://USER@HOST/DB (hpctune.yaml)\n"
+    "Error: storage: 'foo' is not a database URL: use null (the embedded store), server (a study server "
+    "hpctune runs) or a URL such as postgresql+psycopg2://USER@HOST/DB (hpctune.yaml)\n"
 )
 
 

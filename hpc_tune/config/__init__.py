@@ -11,12 +11,22 @@ from hpc_tune.config.sections import (
     PrunerConfig,
     SamplerConfig,
     ScheduleConfig,
+    ServerConfig,
+    ServerJobConfig,
     SlurmConfig,
     TrainConfig,
     WorkerConfig,
     slurm_time_seconds,
 )
-from hpc_tune.config.storage_value import EMBEDDED, is_embedded, redact_url, scrub, url_password
+from hpc_tune.config.storage_value import (
+    EMBEDDED,
+    SERVER,
+    is_embedded,
+    is_server,
+    redact_url,
+    scrub,
+    url_password,
+)
 from hpc_tune.config.task import COMMAND_PLACEHOLDERS, CommandTask
 
 __all__ = [
@@ -30,12 +40,16 @@ __all__ = [
     "FidelityConfig",
     "LoadedConfig",
     "PrunerConfig",
+    "SERVER",
     "SamplerConfig",
     "ScheduleConfig",
+    "ServerConfig",
+    "ServerJobConfig",
     "SlurmConfig",
     "TrainConfig",
     "WorkerConfig",
     "is_embedded",
+    "is_server",
     "load_config",
     "parse_config",
     "redact_url",

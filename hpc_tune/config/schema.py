@@ -18,13 +18,14 @@ from hpc_tune.config.sections import (
     FidelityConfig,
     PrunerConfig,
     SamplerConfig,
+    ServerConfig,
     SlurmConfig,
     Strict,
     TrainConfig,
     WorkerConfig,
 )
 from hpc_tune.config.space import ParamSpec, grid_size
-from hpc_tune.config.storage_value import check_storage, is_embedded
+from hpc_tune.config.storage_value import check_storage, is_embedded, is_server
 from hpc_tune.config.task import COMMAND_PLACEHOLDERS, CommandTask, command_placeholders
 
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -48,7 +49,8 @@ class Config(Strict):
     storage: str | None = Field(
         None,
         description="Where the study lives. `null` (or `embedded`): the journal file "
-        "`<results>/<study>/journal.log`, for one machine (`run --local`). On a cluster "
+        "`<results>/<study>/journal.log`, for one machine (`run --local`). On a cluster `server`: a "
+        "PostgreSQL server hpctune runs itself for the study (see `server`), or a site's "
         "`postgresql+psycopg2://user@host/db`, without a password (PGPASSFILE). `HPCTUNE_STORAGE` and "
         "`--storage` override it.",
     )
@@ -114,6 +116,9 @@ class Config(Strict):
     )
     slurm: SlurmConfig = Field(
         SlurmConfig(), description="What `render` and `submit` ask SLURM for (see `slurm`)."
+    )
+    server: ServerConfig = Field(
+        ServerConfig(), description="The study server of `storage: server` (see `server`)."
     )
     results: str = Field(
         "runs",
@@ -230,6 +235,11 @@ class Config(Strict):
         """The study lives in the embedded journal store."""
         return is_embedded(self.storage)
 
+    @property
+    def on_server(self) -> bool:
+        """The study lives on the study server hpctune runs itself."""
+        return is_server(self.storage)
+
     def effective_epochs(self) -> int:
         if self.fidelity is not None and self.fidelity.epochs is not None:
             return self.fidelity.epochs
@@ -251,3 +261,12 @@ class LoadedConfig(BaseModel):
     @property
     def study_dir(self) -> Path:
         return self.config.study_dir(self.root).resolve()
+
+    @property
+    def server_dir(self) -> Path:
+        """The study server's folder (``server.data_dir``, relative to the config's folder)."""
+        given = self.config.server.data_dir
+        if given is None:
+            return self.study_dir / "server"
+        path = Path(given)
+        return (path if path.is_absolute() else self.root / path).resolve()

@@ -237,6 +237,67 @@ def slurm_time_seconds(time: str) -> int:
     return parts[0] * 60
 
 
+class ServerConfig(Strict):
+    """The study server of ``storage: server``: a PostgreSQL server hpctune runs itself (storage/server/)."""
+
+    bin_dir: str | None = Field(
+        None,
+        description="The folder of PostgreSQL's `initdb`, `pg_ctl` and `postgres`. `null`: those on PATH, "
+        "else the ones the `hpc-tune[server]` extra installs. `hpctune check` says which it will use.",
+    )
+    data_dir: str | None = Field(
+        None,
+        description="The server's folder: its data, its password (a 0600 file) and `address.json`, which the "
+        "workers read to find it. On the shared filesystem, relative to this file. `null`: "
+        "`<results>/<study>/server`.",
+    )
+    max_connections: Literal["auto"] | Annotated[int, Field(ge=20)] = Field(
+        "auto",
+        description="The server's `max_connections`. `auto`: what the array's workers at once need "
+        '(docs/concepts.md, "Connections") plus room for `collect`, `status` and a dashboard.',
+    )
+
+
+class ServerJobConfig(Strict):
+    """The SLURM job that runs the study server: small, and requeued at its own time limit."""
+
+    time: str | None = Field(
+        None,
+        description="The server job's time limit; at it the server stops cleanly, requeues itself and "
+        "comes back on the same data (workers wait). `null`: `slurm.time`. Prefer the longest the partition "
+        "allows.",
+    )
+    partition: str | None = Field(
+        None, description="`--partition` of the server job. `null`: `slurm.partition`."
+    )
+    cpus_per_task: int = Field(1, ge=1, description="`--cpus-per-task` of the server job.")
+    mem: str | None = Field("2G", description="`--mem` of the server job.")
+    signal_grace_s: int = Field(
+        60, ge=10, description="SLURM signals the server this many seconds before its time limit."
+    )
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str | None) -> str | None:
+        if v is not None and not _SLURM_TIME_RE.match(v):
+            raise ValueError(f"{v!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+        return v
+
+    @field_validator("partition")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and not _SAFE_TOKEN_RE.match(v):
+            raise ValueError(f"{v!r} has characters SLURM does not accept here")
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: str | None) -> str | None:
+        if v is not None and not _SLURM_MEM_RE.match(v):
+            raise ValueError(f"{v!r} is not a SLURM memory size (e.g. 32G)")
+        return v
+
+
 class SlurmConfig(Strict):
     partition: str | None = Field(None, description="`--partition`. `null`: the cluster's default.")
     account: str | None = Field(None, description="`--account`. `null`: your default.")
@@ -270,6 +331,10 @@ class SlurmConfig(Strict):
     )
     extra_sbatch: list[str] = Field(
         [], description="More sbatch options, each starting with `--` (not those hpctune sets)."
+    )
+    server: ServerJobConfig = Field(
+        ServerJobConfig(),
+        description="The job of the study server, with `storage: server` (see `slurm.server`).",
     )
 
     @field_validator("partition", "account", "qos", "gres")

@@ -1,5 +1,6 @@
 """What ``storage:`` may say, checked when the config is loaded: ``null`` or ``embedded`` (the journal file
-under the results folder), or a database URL of a dialect Optuna's RDBStorage runs on.
+under the results folder), ``server`` (a PostgreSQL server hpctune runs itself for the study), or a database
+URL of a dialect Optuna's RDBStorage runs on.
 
 Checked here, once, so that ``check``, ``render``, ``submit``, ``launch`` and every worker agree: a value
 refused by the workers alone would be refused after the array was submitted. The URL helpers live here too:
@@ -12,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 EMBEDDED = "embedded"
+SERVER = "server"
 DATABASE_DIALECTS = ("postgresql", "sqlite", "mysql")
 _EXAMPLE = "postgresql+psycopg2://USER@HOST/DB"
 
@@ -21,21 +23,27 @@ def is_embedded(storage: str | None) -> bool:
     return storage is None or storage in ("", EMBEDDED)
 
 
+def is_server(storage: str | None) -> bool:
+    """Whether a storage value means the study server hpctune runs itself (storage/server/)."""
+    return storage == SERVER
+
+
 def check_storage(storage: str | None) -> str | None:
     """The value as given, or ValueError saying what is wrong and what to write instead (redacted)."""
-    if is_embedded(storage):
+    if is_embedded(storage) or is_server(storage):
         return storage
     assert storage is not None
     try:
         dialect = make_url(storage).get_backend_name()
     except (ArgumentError, ValueError):
         raise ValueError(
-            f"{redact_url(storage)!r} is not a database URL: use null (the embedded store) or a URL such as "
-            f"{_EXAMPLE}"
+            f"{redact_url(storage)!r} is not a database URL: use null (the embedded store), server (a study "
+            f"server hpctune runs) or a URL such as {_EXAMPLE}"
         ) from None
     if dialect not in DATABASE_DIALECTS:
         raise ValueError(
-            f"unsupported storage {dialect!r}: use null (the embedded store) or PostgreSQL ({_EXAMPLE})"
+            f"unsupported storage {dialect!r}: use null (the embedded store), server (a study server hpctune "
+            f"runs) or PostgreSQL ({_EXAMPLE})"
         )
     return storage
 

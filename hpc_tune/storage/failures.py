@@ -11,6 +11,7 @@ import optuna
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from hpc_tune.config.storage_value import scrub
+from hpc_tune.storage.server.connect import NOT_RUNNING
 
 # What PostgreSQL says when it refuses a login: a wrong password, none supplied, an unknown role or database.
 # A role at its CONNECTION LIMIT ('too many connections for role "x"') is not among them: like a full server
@@ -38,10 +39,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_server_full(exc: BaseException) -> bool:
-    """The server is up but its connection table is full: other workers will free a slot, so waiting (up to
-    the deadline) is right even where a dead server would be given up on after a few attempts."""
+    """The server is up but its connection table is full, or the study server is on its way (starting, or
+    requeued at its walltime): either is worth waiting for up to the deadline, where a dead server would be
+    given up on after a few attempts."""
     text = str(getattr(exc, "orig", None) or exc) + str(getattr(exc, "__cause__", "") or "")
-    return "too many clients" in text or "too many connections" in text
+    return any(marker in text for marker in ("too many clients", "too many connections", NOT_RUNNING))
 
 
 def is_login_refused(reason: str) -> bool:

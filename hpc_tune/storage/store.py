@@ -23,10 +23,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Program
 from hpc_tune.config.storage_value import redact_url
 from hpc_tune.errors import StorageError, StorageUnavailableError
 from hpc_tune.storage import optuna_adapter as adapter
-from hpc_tune.storage.connections import PoolKind, engine_kwargs
+from hpc_tune.storage.connections import CONNECT_TIMEOUT_S, PoolKind, engine_kwargs
 from hpc_tune.storage.failures import first_line, is_login_refused
 from hpc_tune.storage.lock import advisory_lock, file_lock
 from hpc_tune.storage.retrying import DEFAULT_DEADLINE_S, RetryingStorage, RetryPolicy, retry_transient
+from hpc_tune.storage.server.connect import server_connector
 from hpc_tune.storage.url import StorageSpec
 
 
@@ -76,10 +77,14 @@ def open_store(
 
     tries = attempts if attempts is not None else int(os.environ.get("HPCTUNE_CONNECT_ATTEMPTS", "3"))
 
+    kwargs = engine_kwargs(spec, pool)
+    if spec.server_dir is not None:
+        kwargs["creator"] = server_connector(spec.server_dir, CONNECT_TIMEOUT_S)
+
     def make() -> optuna.storages.RDBStorage:
         return adapter.BulkReadRDBStorage(
             spec.url,
-            engine_kwargs=engine_kwargs(spec, pool),
+            engine_kwargs=kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=stale_trial_callback,
@@ -103,7 +108,7 @@ def open_store(
         )
     except (IntegrityError, ProgrammingError) as exc:
         raise StorageError(
-            f"cannot set up the study tables: {first_line(exc, spec.url)}", redact_url(spec.url)
+            f"cannot set up the study tables: {first_line(exc, spec.url)}", spec.display
         ) from None
     except (OperationalError, DBAPIError, optuna.exceptions.StorageInternalError) as exc:
         # Optuna wraps what failed while it set up its tables (a full server, a role at its limit).
@@ -113,11 +118,9 @@ def open_store(
             # Not transient: retrying later will not help, so not EX_TEMPFAIL.
             raise StorageError(
                 f"the database refused the login: {reason}; put the password in PGPASSFILE",
-                redact_url(spec.url),
+                spec.display,
             ) from None
-        raise StorageUnavailableError(
-            f"cannot reach the study database: {reason}", redact_url(spec.url)
-        ) from None
+        raise StorageUnavailableError(f"cannot reach the study database: {reason}", spec.display) from None
     storage = RetryingStorage(
         adapter.cached(rdb), policy=policy, where=redact_url(spec.url), engine=rdb.engine
     )
