@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from hpc_tune.collector.collect import summarize
+from hpc_tune.collector.summary import Change, Recommendations, Summary
 from hpc_tune.config import parse_config
 from hpc_tune.policy.locate import StudyTarget
 from hpc_tune.storage.records import read_trials
@@ -25,7 +26,7 @@ class NextStudy:
     """The next study's YAML text and the changes it makes (each with its reason)."""
 
     text: str
-    changes: list[dict[str, Any]]
+    changes: list[Change]
 
 
 def next_study(
@@ -45,10 +46,8 @@ def next_study(
     )
     path = target.loaded.path if target.loaded is not None else None
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path is not None else None
-    recommendations = summary["recommendations"]
-    return NextStudy(
-        next_yaml(summary, recommendations, raw, source=source), list(recommendations["changes"])
-    )
+    recommendations = summary.recommendations
+    return NextStudy(next_yaml(summary, recommendations, raw, source=source), list(recommendations.changes))
 
 
 def next_study_name(name: str) -> str:
@@ -60,29 +59,28 @@ def next_study_name(name: str) -> str:
 
 
 def next_config(
-    summary: Mapping[str, Any], recommendations: Mapping[str, Any], raw: Mapping[str, Any] | None = None
+    summary: Summary, recommendations: Recommendations, raw: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The next study's YAML mapping: the user's own file (``raw``, as written) with the changes applied;
     for a study hpctune did not create, a minimal file whose ``task:`` the user fills in."""
     doc: dict[str, Any] = dict(raw) if raw is not None else {}
-    doc["study"] = next_study_name(str(summary["study"]))
+    doc["study"] = next_study_name(summary.study)
     if raw is None:
         doc["task"] = "REPLACE_ME.py"
-        doc["direction"] = summary.get("direction") or "maximize"
-        if summary.get("metric"):
-            doc["metric"] = summary["metric"]
-        doc["trials"] = int((summary.get("budget") or {}).get("trials") or 20)
-        longest = max((t.get("epochs") or 0 for t in summary.get("top_k") or []), default=0)
+        doc["direction"] = summary.direction
+        if summary.metric:
+            doc["metric"] = summary.metric
+        doc["trials"] = int(summary.budget.trials or 20)
+        longest = max((t.epochs for t in summary.top_k), default=0)
         if longest:
             doc["epochs"] = int(longest)
-    doc["space"] = {name: _plain(spec) for name, spec in recommendations["space"].items()}
-    if recommendations.get("phases"):
-        doc["phases"] = recommendations["phases"]
-    if recommendations.get("baseline"):
-        doc["baseline"] = recommendations["baseline"]
-    pruner = recommendations.get("pruner")
-    if pruner:
-        doc["pruner"] = {**dict(doc.get("pruner") or {}), **pruner}
+    doc["space"] = {name: _plain(spec) for name, spec in recommendations.space.items()}
+    if recommendations.phases:
+        doc["phases"] = recommendations.phases
+    if recommendations.baseline:
+        doc["baseline"] = recommendations.baseline
+    if recommendations.pruner is not None:
+        doc["pruner"] = {**dict(doc.get("pruner") or {}), **recommendations.pruner.model_dump()}
     return doc
 
 
@@ -91,8 +89,8 @@ def _plain(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def next_yaml(
-    summary: Mapping[str, Any],
-    recommendations: Mapping[str, Any],
+    summary: Summary,
+    recommendations: Recommendations,
     raw: Mapping[str, Any] | None = None,
     *,
     source: str | None = None,
@@ -103,13 +101,13 @@ def next_yaml(
     if raw is not None:
         parse_config(doc, None)
     header = [
-        f"# Made by `hpctune next {summary['study']}` on {date.today().isoformat()}"
+        f"# Made by `hpctune next {summary.study}` on {date.today().isoformat()}"
         + (f" from {source}" if source else "")
         + "."
     ]
-    for change in recommendations.get("changes") or []:
-        header.append(f"# {change['kind']} {change['param']}: {change['why']}")
-    for note in recommendations.get("notes") or []:
+    for change in recommendations.changes:
+        header.append(f"# {change.kind} {change.param}: {change.why}")
+    for note in recommendations.notes:
         header.append(f"# note: {note}")
     if raw is None:
         header.append(
