@@ -214,7 +214,7 @@ def test_next_yaml_keeps_the_users_file_applies_the_changes_and_loads() -> None:
         importance={"lr": 0.7, "width": 0.25, "dropout": 0.04, "opt": 0.01},
     )
     rec = _recommend(summary, config)
-    text = next_yaml(summary, rec, raw, source="runs/digits/summary.json")
+    text = next_yaml(summary, rec, yaml.safe_dump(raw, sort_keys=False), source="runs/digits/summary.json")
     assert text.startswith("# Made by `hpctune next digits`")
     assert "# widen dropout" in text and "# freeze opt" in text
     doc = yaml.safe_load(text)
