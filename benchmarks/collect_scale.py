@@ -276,7 +276,7 @@ def collect_parts(url: str, study_dir: Path) -> dict[str, float]:
         took[name] = time.perf_counter() - start
         return out
 
-    def open_study() -> tuple[Any, dict[str, Any] | None]:
+    def open_study() -> tuple[Any, Any]:
         opened = load_study(resolve_storage(url, study_dir), study_dir.name, None, study_dir)
         return opened, load_confirmation(opened.storage, opened.study)
 
@@ -299,7 +299,7 @@ def collect_parts(url: str, study_dir: Path) -> dict[str, float]:
 
     def write_tables() -> None:
         atomic_write_text(study_dir / "trials.csv", trials_csv(summary))
-        atomic_write_json(study_dir / "summary.json", summary)
+        atomic_write_json(study_dir / "summary.json", summary.model_dump(mode="json"))
 
     timed("csv+json", write_tables)
     timed("write_report", lambda: write_report(summary, trials, loaded.records, study_dir))
@@ -307,9 +307,9 @@ def collect_parts(url: str, study_dir: Path) -> dict[str, float]:
         "analyze",
         lambda: analyze(
             trials,
-            direction=summary["direction"],
+            direction=summary.direction,
             records=loaded.records,
-            metric=summary["metric"],
+            metric=summary.metric,
             study_attrs=study.user_attrs,
             importance="ped_anova",
             top_k=TOP_K,
@@ -321,33 +321,36 @@ def collect_parts(url: str, study_dir: Path) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def check_summary(summary: dict[str, Any], expected: list[Simulated], where: str) -> list[str]:
-    """What the collector must have found in the study it was given; returns the problems."""
+def check_summary(summary: Any, expected: list[Simulated], where: str) -> list[str]:
+    """What the collector must have found in the study it was given (a ``Summary``); returns the problems."""
+    from hpc_tune.collector.analysis_model import Importance
+
     problems = []
     counts = Counter(t.state for t in expected)
-    got = {k: summary["counts"].get(k, 0) for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    got = {k: getattr(summary.counts, k) for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
     want = {k: counts.get(k, 0) for k in got}
     if got != want:
         problems.append(f"{where}: counts {got}, expected {want}")
-    if len(summary["trials"]) != len(expected):
-        problems.append(f"{where}: {len(summary['trials'])} trial rows, expected {len(expected)}")
-    if summary["quarantined"]:
-        problems.append(f"{where}: {len(summary['quarantined'])} record(s) quarantined")
+    if len(summary.trials) != len(expected):
+        problems.append(f"{where}: {len(summary.trials)} trial rows, expected {len(expected)}")
+    if summary.quarantined:
+        problems.append(f"{where}: {len(summary.quarantined)} record(s) quarantined")
     complete = [t for t in expected if t.state == "COMPLETE"]
     best = max(complete, key=lambda t: t.value or -math.inf) if complete else None
-    got_best = summary.get("best") or {}
-    if best is not None and (got_best.get("trial"), got_best.get("value")) != (best.number, best.value):
+    got_best = (summary.best.trial, summary.best.value) if summary.best is not None else (None, None)
+    if best is not None and got_best != (best.number, best.value):
         problems.append(
-            f"{where}: best trial {got_best.get('trial')} ({got_best.get('value')}), "
-            f"expected {best.number} ({best.value})"
+            f"{where}: best trial {got_best[0]} ({got_best[1]}), expected {best.number} ({best.value})"
         )
     pruned = round(counts.get("PRUNED", 0) / len(expected), 4)
-    if summary["pruning"]["pruned_fraction"] != pruned:
-        problems.append(
-            f"{where}: pruned fraction {summary['pruning']['pruned_fraction']}, expected {pruned}"
-        )
-    importance = summary["analysis"]["importance"]
-    if importance.get("evaluator") != "ped_anova" or set(importance.get("overall") or {}) != set(SPACE):
+    if summary.pruning.pruned_fraction != pruned:
+        problems.append(f"{where}: pruned fraction {summary.pruning.pruned_fraction}, expected {pruned}")
+    importance = summary.analysis.importance
+    if (
+        not isinstance(importance, Importance)
+        or importance.evaluator != "ped_anova"
+        or set(importance.overall) != set(SPACE)
+    ):
         problems.append(f"{where}: importance is {importance}, expected PED-ANOVA over {sorted(SPACE)}")
     return problems
 
@@ -372,7 +375,7 @@ def check_report(result: Any, study_dir: Path) -> tuple[list[str], str]:
     if not result.report.digest.is_file():
         problems.append("summary.md missing")
     lines = (study_dir / "trials.csv").read_text(encoding="utf-8").count("\n")
-    if lines != len(result.summary["trials"]) + 1:
+    if lines != len(result.summary.trials) + 1:
         problems.append(f"trials.csv has {lines} lines")
     size = result.report.html.stat().st_size
     return problems, f"report.html {size / 1e6:.2f} MB, {embedded} embedded plots ({', '.join(written)})"
@@ -399,7 +402,10 @@ def cli_collect(url: str, study_dir: Path, expected: list[Simulated], tmp: Path,
     )
     if code != 0:
         return [f"the CLI exited {code}:\n{tail(log)}"]
-    summary = json.loads((study_dir / "summary.json").read_text(encoding="utf-8"))
+    from hpc_tune.collector.summary import Summary
+
+    # Read back through the model: the file must be what its schema says.
+    summary = Summary.model_validate(json.loads((study_dir / "summary.json").read_text(encoding="utf-8")))
     return check_summary(summary, expected, "CLI")
 
 

@@ -17,6 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpc_tune.cli import cli
+from hpc_tune.collector.summary import Summary
 from hpc_tune.config import load_config
 from hpc_tune.policy.shared_study import open_study
 from hpc_tune.storage.records import TrialRecord, write_trial
@@ -411,6 +412,9 @@ def test_collect_by_study_name_with_results_dir(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "hpctune.yaml").unlink()
     code, out, _ = invoke("collect", "fixture", "--json")
     assert code == 0 and json.loads(out)["best"]["trial"] == 3
+    # --json prints summary.json as written, and the file reads back through its model unchanged
+    assert out == (tmp_path / "runs" / "fixture" / "summary.json").read_text()
+    assert Summary.model_validate_json(out).model_dump(mode="json") == json.loads(out)
     code, _, err = invoke("collect", "nosuch")
     assert (
         code == 3

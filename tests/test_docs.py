@@ -24,6 +24,13 @@ def test_cli_reference_is_up_to_date() -> None:
     )
 
 
+def test_summary_schema_is_up_to_date() -> None:
+    # A field added to or changed in hpc_tune/collector/summary.py (or a check's details) fails here too.
+    assert (REPO / "docs" / "summary.schema.json").read_text() == _script(
+        "gen_summary_schema"
+    ).render_schema(), "docs/summary.schema.json is stale: run .venv/bin/python scripts/gen_summary_schema.py"
+
+
 def test_readme_shows_the_two_commands_and_makefile_has_them() -> None:
     readme = (REPO / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme

@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     launched = hpc_tune.launch(config, array=args.array, executor=args.executor, storage=args.storage)
     print(f"launched {len(launched.jobs)} worker job(s) of {launched.study}; files in {launched.folder}")
     collected = launched.result()  # waits for the workers, then collects the study
-    best = collected.summary["best"]
-    budget = collected.summary["budget"]
-    print(f"{budget['finished']}/{budget['trials']} trials finished")
+    best = collected.summary.best
+    budget = collected.summary.budget
+    print(f"{budget.finished}/{budget.trials} trials finished")
     if best is not None:
-        print(f"best trial {best['trial']}: val_acc {best['value']:.4f} with {best['params']}")
+        print(f"best trial {best.trial}: val_acc {best.value:.4f} with {best.params}")
     print(f"summary: {collected.summary_path}")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from hpc_tune.atomic import jsonable
 from hpc_tune.cli.app import (
     ArraySpecType,
     any_config_option,
@@ -79,12 +80,13 @@ def collect_cmd(
         importance=importance,  # type: ignore[arg-type]
     )
     if as_json:
-        click.echo(json.dumps(result.summary, indent=2))
+        # Exactly summary.json's text (atomic_write_json writes it so).
+        click.echo(json.dumps(jsonable(result.summary.model_dump(mode="json")), indent=2, allow_nan=False))
     else:
         click.echo(format_table(result.summary))
         echo_paths(result)
     if every_trial_failed(result.summary):
-        reasons = ", ".join(f"{k} {v}" for k, v in result.summary["reasons"].items())
+        reasons = ", ".join(f"{k} {v}" for k, v in result.summary.reasons.items())
         raise AllTrialsFailedError(f"every trial failed ({reasons})", shown(result.summary_path))
 
 
@@ -170,8 +172,8 @@ def _show_confirmation(loaded: LoadedConfig, storage: str | None) -> None:
     c = loaded.config
     opened = locate(None, storage, Path(), loaded, repair=False).opened
     result = collect_shared(opened, loaded.study_dir, config=c)
-    if result.summary["confirmation"] is not None:
-        click.echo(format_confirmation(result.summary["confirmation"]))
+    if result.summary.confirmation is not None:
+        click.echo(format_confirmation(result.summary.confirmation))
     click.echo(f"{c.study} collected again, with its confirmation:")
     echo_paths(result)
 

@@ -20,10 +20,15 @@ the pruner change are made, and the notes say why.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hpc_tune.collector.analysis_model import Analysis, Importance
+from hpc_tune.collector.checks.best_at_boundary import BestAtBoundary
+from hpc_tune.collector.checks.context import CategoricalRange, ParamRange
+from hpc_tune.collector.checks.pruning_unreliable import PruningUnreliable
 from hpc_tune.collector.formatting import fmt
+from hpc_tune.collector.summary import Change, PrunerChange, Recommendations, TopEntry
 from hpc_tune.config import Config
 
 __all__ = ["recommend"]
@@ -40,88 +45,94 @@ LINEAR_MARGIN = 0.25
 MIN_TRIALS_TO_FREEZE = 10
 
 
-def recommend(summary: Mapping[str, Any], config: Config | None = None) -> dict[str, Any]:
-    """``summary["recommendations"]``: the next study's space and the changes, each with its reason."""
-    analysis = summary.get("analysis") or {}
-    space = _current_space(analysis.get("ranges") or {}, config)
-    warnings = {w["code"]: w for w in analysis.get("warnings") or []}
-    importance = (analysis.get("importance") or {}).get("overall") or {}
-    n_trials = (analysis.get("importance") or {}).get("n_trials") or 0
-    trustworthy = bool(importance) and n_trials >= MIN_TRIALS_TO_FREEZE and "few_complete" not in warnings
-    best = summary.get("best") or {}
-    top = [t["params"] for t in summary.get("top_k") or []]
-    changes: list[dict[str, Any]] = []
+def recommend(
+    analysis: Analysis,
+    top_k: Sequence[TopEntry],
+    *,
+    confirms: str | None = None,
+    config: Config | None = None,
+) -> Recommendations:
+    """``summary.recommendations``: the next study's space and the changes, each with its reason. ``top_k``
+    is the summary's, best first; ``confirms`` marks a confirmation study (it is not searched again)."""
+    space = _current_space(analysis.ranges, config)
+    warnings = {w.code: w for w in analysis.warnings}
+    importance = analysis.importance
+    shares = importance.overall if isinstance(importance, Importance) else {}
+    n_trials = importance.n_trials if isinstance(importance, Importance) else 0
+    trustworthy = bool(shares) and n_trials >= MIN_TRIALS_TO_FREEZE and "few_complete" not in warnings
+    best_params = top_k[0].params if top_k else {}
+    top = [t.params for t in top_k]
+    changes: list[Change] = []
     notes: list[str] = []
 
-    at_edge = ((warnings.get("best_at_boundary") or {}).get("details") or {}).get("params") or {}
+    boundary = warnings.get("best_at_boundary")
+    at_edge = boundary.details.params if isinstance(boundary, BestAtBoundary) else {}
     for name, edge in at_edge.items():
         spec = space.get(name)
         if spec is None or spec.get("type") not in ("float", "int"):
             continue
-        low, high = edge.get("suggested_low"), edge.get("suggested_high")
-        if low is None or high is None:
-            continue
+        low, high = edge.suggested_low, edge.suggested_high
         if spec["type"] == "int":
             low, high = math.floor(low), math.ceil(high)
         if (low, high) == (spec["low"], spec["high"]):
             continue  # a hard limit (a fraction spanning [0, 1]): nothing to widen
         space[name] = {**spec, "low": low, "high": high}
         changes.append(
-            {
-                "param": name,
-                "kind": "widen",
-                "why": f"best {fmt(edge.get('best'))} at the {edge.get('edge')} edge of "
+            Change(
+                param=name,
+                kind="widen",
+                why=f"best {fmt(edge.best)} at the {edge.edge} edge of "
                 f"[{fmt(spec['low'])}, {fmt(spec['high'])}]",
-                "from": [spec["low"], spec["high"]],
-                "to": [low, high],
-            }
+                from_=[spec["low"], spec["high"]],
+                to=[low, high],
+            )
         )
 
     # A parameter that conditions others (``when:``) keeps its choices: freezing it would drop a branch.
     parents = {p for spec in space.values() for p in (spec.get("when") or {})}
     if trustworthy:
-        for name, share in importance.items():
+        for name, share in shares.items():
             spec = space.get(name)
             if spec is None or name in at_edge or spec.get("when"):
                 continue
             if share >= IMPORTANT:
-                change = _narrow(name, spec, [p[name] for p in top if name in p])
-                if change is not None:
-                    space[name] = change.pop("spec")
-                    change["why"] = f"importance {share:.2f}; " + change["why"]
+                narrowed = _narrow(name, spec, [p[name] for p in top if name in p])
+                if narrowed is not None:
+                    change, space[name] = narrowed
+                    change.why = f"importance {share:.2f}; " + change.why
                     changes.append(change)
-            elif share < NEGLIGIBLE and name in (best.get("params") or {}) and name not in parents:
-                value = best["params"][name]
+            elif share < NEGLIGIBLE and name in best_params and name not in parents:
+                value = best_params[name]
                 space[name] = {"type": "categorical", "choices": [value]}
                 changes.append(
-                    {
-                        "param": name,
-                        "kind": "freeze",
-                        "why": f"importance {share:.3f} (negligible): fixed at the best trial's {fmt(value)}",
-                        "to": value,
-                    }
+                    Change(
+                        param=name,
+                        kind="freeze",
+                        why=f"importance {share:.3f} (negligible): fixed at the best trial's {fmt(value)}",
+                        to=value,
+                    )
                 )
-    elif (importance or analysis.get("importance", {}).get("skipped")) and not summary.get("confirms"):
+    elif (shares or not isinstance(importance, Importance)) and not confirms:
         notes.append(
             f"ranges not narrowed and nothing frozen: {n_trials} complete trial(s) are too few to trust "
             "importance; run more trials first"
         )
 
-    phases = _ordered_phases(config, importance) if config is not None else None
+    phases = _ordered_phases(config, shares) if config is not None else None
     baseline = None
     if phases is not None and config is not None and phases != config.phases:
         notes.append("phases reordered by importance: the parameters that matter most are tuned first")
         # A phase pins the parameters of later phases to the baseline: those that moved later need a value.
         missing = {p for phase in phases[1:] for p in phase} - set(config.baseline or {})
-        best_params = best.get("params") or {}
         if missing:
             baseline = {**(config.baseline or {}), **{p: best_params[p] for p in missing if p in best_params}}
     else:
         phases = None
 
-    pruner = _pruner_change(warnings.get("pruning_unreliable"), config)
-    if pruner is not None:
-        notes.append(pruner.pop("why"))
+    unreliable = warnings.get("pruning_unreliable")
+    pruner, why = _pruner_change(unreliable if isinstance(unreliable, PruningUnreliable) else None, config)
+    if why is not None:
+        notes.append(why)
 
     if "baseline_beats_tuned" in warnings:
         notes.append(
@@ -138,17 +149,12 @@ def recommend(summary: Mapping[str, Any], config: Config | None = None) -> dict[
             "the validation winner is not the held-out winner: pick by several seeds (rerun-top) or a "
             "larger validation set"
         )
-    return {
-        "space": space,
-        "changes": changes,
-        "phases": phases,
-        "baseline": baseline,
-        "pruner": pruner,
-        "notes": notes,
-    }
+    return Recommendations(
+        space=space, changes=changes, phases=phases, baseline=baseline, pruner=pruner, notes=notes
+    )
 
 
-def _current_space(ranges: Mapping[str, Any], config: Config | None) -> dict[str, dict[str, Any]]:
+def _current_space(ranges: Mapping[str, ParamRange], config: Config | None) -> dict[str, dict[str, Any]]:
     """The space to change: the config's (keeps ``when:``) or, for a study hpctune did not make, the ranges
     Optuna recorded."""
     if config is not None and config.space is not None:
@@ -158,20 +164,20 @@ def _current_space(ranges: Mapping[str, Any], config: Config | None) -> dict[str
         }
     space: dict[str, dict[str, Any]] = {}
     for name, r in ranges.items():
-        if r.get("type") == "categorical":
-            space[name] = {"type": "categorical", "choices": list(r.get("choices") or [])}
+        if isinstance(r, CategoricalRange):
+            space[name] = {"type": "categorical", "choices": list(r.choices)}
             continue
-        spec = {"type": r["type"], "low": r["low"], "high": r["high"]}
-        if r.get("log"):
+        spec: dict[str, Any] = {"type": r.type, "low": r.low, "high": r.high}
+        if r.log:
             spec["log"] = True
-        step = r.get("step")
-        if step is not None and not (r["type"] == "int" and step == 1):
-            spec["step"] = step
+        if r.step is not None and not (r.type == "int" and r.step == 1):
+            spec["step"] = r.step
         space[name] = spec
     return space
 
 
-def _narrow(name: str, spec: dict[str, Any], values: list[Any]) -> dict[str, Any] | None:
+def _narrow(name: str, spec: dict[str, Any], values: list[Any]) -> tuple[Change, dict[str, Any]] | None:
+    """The change and the narrowed spec, or None when the top-k do not narrow the range enough."""
     if len(values) < 3:
         return None
     if spec.get("type") == "categorical":
@@ -179,14 +185,10 @@ def _narrow(name: str, spec: dict[str, Any], values: list[Any]) -> dict[str, Any
         kept = [c for c in choices if c in values]
         if len(kept) < 2 or len(kept) == len(choices):
             return None
-        return {
-            "param": name,
-            "kind": "narrow",
-            "why": f"the top {len(values)} used only {kept}",
-            "from": choices,
-            "to": kept,
-            "spec": {**spec, "choices": kept},
-        }
+        change = Change(
+            param=name, kind="narrow", why=f"the top {len(values)} used only {kept}", from_=choices, to=kept
+        )
+        return change, {**spec, "choices": kept}
     if spec.get("type") not in ("float", "int") or spec.get("step"):
         return None
     low, high = float(spec["low"]), float(spec["high"])
@@ -207,14 +209,14 @@ def _narrow(name: str, spec: dict[str, Any], values: list[Any]) -> dict[str, Any
     if width <= 0 or new_width > NARROW_ENOUGH * width:
         return None
     new_low, new_high = _round(new_low), _round(new_high)
-    return {
-        "param": name,
-        "kind": "narrow",
-        "why": f"the top {len(values)} lie in [{fmt(lo)}, {fmt(hi)}]",
-        "from": [spec["low"], spec["high"]],
-        "to": [new_low, new_high],
-        "spec": {**spec, "low": new_low, "high": new_high},
-    }
+    change = Change(
+        param=name,
+        kind="narrow",
+        why=f"the top {len(values)} lie in [{fmt(lo)}, {fmt(hi)}]",
+        from_=[spec["low"], spec["high"]],
+        to=[new_low, new_high],
+    )
+    return change, {**spec, "low": new_low, "high": new_high}
 
 
 def _round(x: float) -> float | int:
@@ -232,20 +234,23 @@ def _ordered_phases(config: Config, importance: Mapping[str, float]) -> list[lis
     return [list(config.phases[i]) for i in order]
 
 
-def _pruner_change(warning: Mapping[str, Any] | None, config: Config | None) -> dict[str, Any] | None:
+def _pruner_change(
+    warning: PruningUnreliable | None, config: Config | None
+) -> tuple[PrunerChange | None, str | None]:
+    """The pruner change and the note that says why, when pruning was unreliable."""
     if warning is None:
-        return None
-    reliable = (warning.get("details") or {}).get("reliable_from")
+        return None, None
+    reliable = warning.details.reliable_from
     kind = config.pruner.type if config is not None else "median"
     if reliable is None:
-        return {
-            "type": "none",
-            "why": "intermediate values never predicted the final ones well (Spearman < 0.8 at every epoch): "
+        return (
+            PrunerChange(type="none"),
+            "intermediate values never predicted the final ones well (Spearman < 0.8 at every epoch): "
             "pruning is switched off for the next study",
-        }
+        )
     key = "min_resource" if kind in ("hyperband", "sh") else "n_warmup_steps"
-    return {
-        key: int(reliable),
-        "why": f"pruner.{key} raised to {reliable}: from epoch {reliable} on, intermediate values rank "
+    return (
+        PrunerChange(**{key: int(reliable)}),
+        f"pruner.{key} raised to {reliable}: from epoch {reliable} on, intermediate values rank "
         "trials as their final values do (Spearman ≥ 0.8)",
-    }
+    )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import math
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,17 +23,32 @@ from hpc_tune.atomic import atomic_write_json, atomic_write_text
 from hpc_tune.attrs import worker_of
 from hpc_tune.collector.advice import recommend
 from hpc_tune.collector.analysis import analyze
+from hpc_tune.collector.analysis_model import Importance, ImportanceSkipped
 from hpc_tune.collector.digest import next_steps
 from hpc_tune.collector.formatting import fmt
 from hpc_tune.collector.html import ReportFiles, write_report
 from hpc_tune.collector.rerun_results import format_confirmation, load_confirmation, pooled_sd
+from hpc_tune.collector.summary import (
+    SCHEMA_VERSION,
+    BaselineEntry,
+    Budget,
+    Confirmation,
+    Counts,
+    PhaseSummary,
+    Promotion,
+    Pruning,
+    Quarantined,
+    Summary,
+    TopEntry,
+    TrialRow,
+)
 from hpc_tune.config import Config
 from hpc_tune.policy.budget import budget_state, counts_by_state
-from hpc_tune.policy.ranking import ranked_trials
+from hpc_tune.policy.ranking import best_first, ranked_trials
 from hpc_tune.policy.reruns import retried_numbers
 from hpc_tune.policy.shared_study import SharedStudy
 from hpc_tune.policy.shared_study import load_existing_study as load_study
-from hpc_tune.storage.records import SCHEMA_VERSION, LoadedTrials, now_iso, read_trials
+from hpc_tune.storage.records import LoadedTrials, now_iso, read_trials
 
 __all__ = [
     "Collected",
@@ -50,14 +66,14 @@ TOP_K = 5
 
 @dataclass(frozen=True)
 class Collected:
-    summary: dict[str, Any]
+    summary: Summary
     summary_path: Path
     csv_path: Path
     report: ReportFiles | None = None
 
 
-def reason_of(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> str | None:
-    reason = trial.user_attrs.get(attrs.REASON) or (record or {}).get("reason")
+def reason_of(trial: FrozenTrial, record: Mapping[str, Any] | None, retried: set[int]) -> str | None:
+    reason = trial.user_attrs.get(attrs.REASON) or (record or {}).get("reason")  # the record's own key
     if reason:
         return str(reason)
     if trial.state == TrialState.PRUNED:
@@ -68,28 +84,38 @@ def reason_of(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[in
     return None
 
 
-def _row(trial: FrozenTrial, record: dict[str, Any] | None, retried: set[int]) -> dict[str, Any]:
-    epochs = (record or {}).get("epochs") or []
-    return {
-        "trial": trial.number,
-        "state": trial.state.name,
-        "value": trial.value,
-        "reason": reason_of(trial, record, retried),
-        "retried": trial.number in retried,
-        "retry_of": trial.system_attrs.get(attrs.FAILED_TRIAL),
-        "params": dict(trial.params),
-        "epochs": len(epochs) if epochs else len(trial.intermediate_values),
-        "best_epoch": ((record or {}).get("best") or {}).get("epoch"),
-        "duration_s": (record or {}).get("duration_s")
-        or (trial.duration.total_seconds() if trial.duration is not None else None),
-        "host": worker_of(trial).get("host"),
-        "array_task_id": worker_of(trial).get("array_task_id"),
-        "baseline": bool(trial.user_attrs.get(attrs.BASELINE)),
-        "phase": trial.user_attrs.get(attrs.PHASE),
-        "promoted_from": trial.user_attrs.get(attrs.PROMOTED_FROM),
-        "fidelity": (record or {}).get("fidelity"),
-        "seed": (record or {}).get("seed", trial.system_attrs.get(attrs.SEED)),
-    }
+def _of_type(value: Any, kind: type | tuple[type, ...]) -> Any:
+    """A record's value when it has the type hpctune writes there, else None: a hand-edited record never
+    stops the summary."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _row(trial: FrozenTrial, record: Mapping[str, Any] | None, retried: set[int]) -> TrialRow:
+    record = record or {}
+    epochs = record.get("epochs") or []
+    duration = _of_type(record.get("duration_s"), (int, float)) or (
+        trial.duration.total_seconds() if trial.duration is not None else None
+    )
+    worker = worker_of(trial)
+    return TrialRow(
+        trial=trial.number,
+        state=trial.state.name,  # type: ignore[arg-type]
+        value=trial.value,
+        reason=reason_of(trial, record, retried),
+        retried=trial.number in retried,
+        retry_of=trial.system_attrs.get(attrs.FAILED_TRIAL),
+        params=dict(trial.params),
+        epochs=len(epochs) if epochs else len(trial.intermediate_values),
+        best_epoch=_of_type((record.get("best") or {}).get("epoch"), int),
+        duration_s=duration,
+        host=worker.get("host"),
+        array_task_id=worker.get("array_task_id"),
+        baseline=bool(trial.user_attrs.get(attrs.BASELINE)),
+        phase=trial.user_attrs.get(attrs.PHASE),
+        promoted_from=trial.user_attrs.get(attrs.PROMOTED_FROM),
+        fidelity=_of_type(record.get("fidelity"), dict),
+        seed=_of_type(record.get("seed", trial.system_attrs.get(attrs.SEED)), int),
+    )
 
 
 def summarize(
@@ -99,9 +125,9 @@ def summarize(
     budget: int | None = None,
     config: Config | None = None,
     importance: Literal["ped_anova", "fanova"] = "ped_anova",
-    confirmation: dict[str, Any] | None = None,
+    confirmation: Confirmation | None = None,
     trials: list[FrozenTrial] | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """The summary of a study: counts, top-k, baseline, pruning, then the analysis (importance, warnings),
     the confirmation runs when there are any, and the recommendations for the next study.
 
@@ -111,131 +137,130 @@ def summarize(
         trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     rows = [_row(t, loaded.records.get(t.number), retried) for t in trials]
-    counts = counts_by_state(trials)
+    row_of = {r.trial: r for r in rows}
     total = budget or int(study.user_attrs.get(attrs.TRIALS) or len(trials))
     state = budget_state(trials, total)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete = [
-        r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None and math.isfinite(r["value"])
-    ]
-    complete.sort(key=lambda r: r["value"], reverse=maximize)
+    direction: Literal["maximize", "minimize"] = "maximize" if maximize else "minimize"
     # Screening values (a data subset, fewer epochs) are not comparable with full-fidelity ones: once trials
     # were promoted, the ranking is theirs (ranked_trials), and the screening ranking is reported beside it.
-    row_of = {r["trial"]: r for r in rows}
-    direction = "maximize" if maximize else "minimize"
     top = [_top_entry(row_of[t.number]) for t in ranked_trials(trials, direction)[:TOP_K]]
     extra: dict[str, Any] = {}
-    if any(r["promoted_from"] is not None for r in rows):
-        value_of = {r["trial"]: r["value"] for r in rows}
-        extra["screening_top_k"] = [_top_entry(r) for r in complete if r["promoted_from"] is None][:TOP_K]
+    if any(r.promoted_from is not None for r in rows):
+        ranked = [row_of[t.number] for t in best_first(trials, direction)]
+        extra["screening_top_k"] = [_top_entry(r) for r in ranked if r.promoted_from is None][:TOP_K]
         extra["promoted"] = [
-            {
-                "trial": r["trial"],
-                "promoted_from": r["promoted_from"],
-                "state": r["state"],
-                "value": r["value"],
-                "screening_value": value_of.get(r["promoted_from"]),
-            }
+            Promotion(
+                trial=r.trial,
+                promoted_from=r.promoted_from,
+                state=r.state,
+                value=r.value,
+                screening_value=row_of[r.promoted_from].value if r.promoted_from in row_of else None,
+            )
             for r in rows
-            if r["promoted_from"] is not None
+            if r.promoted_from is not None
         ]
-    if any(r["phase"] is not None for r in rows):
+    if any(r.phase is not None for r in rows):
         extra["phases"] = _phases(rows, study.user_attrs, maximize)
     # The baseline's retry carries the mark too: report the run that stands (not a re-run FAIL).
-    marked = [r for r in rows if r["baseline"]]
-    baseline = next((r for r in reversed(marked) if not r["retried"]), marked[-1] if marked else None)
-    summary = {
-        "schema_version": SCHEMA_VERSION,
-        "study": study.study_name,
-        "direction": direction,
-        # A confirmation study names the study it confirms: its summary is not confirmed again.
-        "confirms": study.user_attrs.get(attrs.CONFIRMS),
-        # hpctune records its budget on the studies it creates; a foreign study has no config to re-run from.
-        "hpctune_study": attrs.TRIALS in study.user_attrs,
-        "metric": study.user_attrs.get(attrs.METRIC),
-        "generated_at": now_iso(),
-        "budget": {"trials": total, "finished": state.finished, "retried": len(retried)},
-        "counts": counts,
-        "best": top[0] if top else None,
-        "top_k": top,
-        "baseline": None
-        if baseline is None
-        else {k: baseline[k] for k in ("trial", "state", "value", "params")},
-        "reasons": _count_reasons(rows),
-        "pruning": _pruning(rows, loaded),
-        **extra,
-        "quarantined": loaded.quarantined,
-        "confirmation": confirmation,
-    }
-    summary["analysis"] = analyze(
+    marked = [r for r in rows if r.baseline]
+    baseline = next((r for r in reversed(marked) if not r.retried), marked[-1] if marked else None)
+    metric = study.user_attrs.get(attrs.METRIC)
+    # A confirmation study names the study it confirms: its summary is not confirmed again.
+    confirms = study.user_attrs.get(attrs.CONFIRMS)
+    analysis = analyze(
         trials,
-        direction=summary["direction"],
+        direction=direction,
         records=loaded.records,
-        metric=summary["metric"],
+        metric=metric,
         study_attrs=study.user_attrs,
         importance=importance,
         top_k=TOP_K,
         confirmation_sd=pooled_sd(confirmation),
     )
-    summary["recommendations"] = recommend(summary, config)
-    summary["trials"] = rows
-    return summary
+    return Summary(
+        schema_version=SCHEMA_VERSION,
+        study=study.study_name,
+        direction=direction,
+        confirms=confirms,
+        # hpctune records its budget on the studies it creates; a foreign study has no config to re-run from.
+        hpctune_study=attrs.TRIALS in study.user_attrs,
+        metric=metric,
+        generated_at=now_iso(),
+        budget=Budget(trials=total, finished=state.finished, retried=len(retried)),
+        counts=Counts(**counts_by_state(trials)),
+        best=top[0] if top else None,
+        top_k=top,
+        baseline=None
+        if baseline is None
+        else BaselineEntry(
+            trial=baseline.trial, state=baseline.state, value=baseline.value, params=baseline.params
+        ),
+        reasons=dict(sorted(Counter(r.reason for r in rows if r.reason).items())),
+        pruning=_pruning(rows, loaded),
+        **extra,
+        quarantined=[Quarantined(**q) for q in loaded.quarantined],
+        confirmation=confirmation,
+        analysis=analysis,
+        recommendations=recommend(analysis, top, confirms=confirms, config=config),
+        trials=rows,
+    )
 
 
-def _pruning(rows: list[dict[str, Any]], loaded: LoadedTrials) -> dict[str, Any]:
+def _pruning(rows: list[TrialRow], loaded: LoadedTrials) -> Pruning:
     """What pruning saved: epochs run vs the epochs pruned trials would have run to the end.
 
     A trial's full length is its record's ``fidelity.epochs`` (what it was scheduled for), else the longest
     completed trial.
     """
-    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL") and not r["retried"]]
-    longest = max((r["epochs"] for r in rows if r["state"] == "COMPLETE"), default=0)
-    spent = sum(r["epochs"] for r in finished)
+    finished = [r for r in rows if r.state in ("COMPLETE", "PRUNED", "FAIL") and not r.retried]
+    longest = max((r.epochs for r in rows if r.state == "COMPLETE"), default=0)
+    spent = sum(r.epochs for r in finished)
     if_unpruned = 0
     for r in finished:
-        scheduled = ((loaded.records.get(r["trial"]) or {}).get("fidelity") or {}).get("epochs") or longest
-        if_unpruned += max(r["epochs"], scheduled) if r["state"] == "PRUNED" else r["epochs"]
-    pruned = sum(1 for r in finished if r["state"] == "PRUNED")
-    return {
-        "pruned_fraction": round(pruned / len(finished), 4) if finished else 0.0,
-        "epochs_spent": spent,
-        "epochs_if_unpruned": if_unpruned,
-        "saved_fraction": round(1 - spent / if_unpruned, 4) if if_unpruned else 0.0,
-    }
+        scheduled = ((loaded.records.get(r.trial) or {}).get("fidelity") or {}).get("epochs") or longest
+        if_unpruned += max(r.epochs, scheduled) if r.state == "PRUNED" else r.epochs
+    pruned = sum(1 for r in finished if r.state == "PRUNED")
+    return Pruning(
+        pruned_fraction=round(pruned / len(finished), 4) if finished else 0.0,
+        epochs_spent=spent,
+        epochs_if_unpruned=if_unpruned,
+        saved_fraction=round(1 - spent / if_unpruned, 4) if if_unpruned else 0.0,
+    )
 
 
-def _top_entry(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("trial", "value", "params", "epochs", "best_epoch", "fidelity", "seed")}
+def _top_entry(row: TrialRow) -> TopEntry:
+    return TopEntry(
+        trial=row.trial,
+        value=row.value,
+        params=row.params,
+        epochs=row.epochs,
+        best_epoch=row.best_epoch,
+        fidelity=row.fidelity,
+        seed=row.seed,
+    )
 
 
-def _phases(rows: list[dict[str, Any]], study_attrs: dict[str, Any], maximize: bool) -> list[dict[str, Any]]:
+def _phases(rows: list[TrialRow], study_attrs: Mapping[str, Any], maximize: bool) -> list[PhaseSummary]:
     out = []
-    for phase in sorted({r["phase"] for r in rows if r["phase"] is not None}):
-        members = [r for r in rows if r["phase"] == phase]
-        values = [r["value"] for r in members if r["state"] == "COMPLETE" and r["value"] is not None]
+    for phase in sorted({r.phase for r in rows if r.phase is not None}):
+        members = [r for r in rows if r.phase == phase]
+        values = [r.value for r in members if r.state == "COMPLETE" and r.value is not None]
         best = (max(values) if maximize else min(values)) if values else None
         out.append(
-            {
-                "phase": phase,
-                "trials": len(members),
-                "best_value": best,
-                "pinned": study_attrs.get(attrs.phase_fixed(phase), {}),
-            }
+            PhaseSummary(
+                phase=phase,
+                trials=len(members),
+                best_value=best,
+                pinned=study_attrs.get(attrs.phase_fixed(phase), {}),
+            )
         )
     return out
 
 
-def _count_reasons(rows: list[dict[str, Any]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in rows:
-        if r["reason"]:
-            out[r["reason"]] = out.get(r["reason"], 0) + 1
-    return dict(sorted(out.items()))
-
-
-def trials_csv(summary: dict[str, Any]) -> str:
-    rows = summary["trials"]
-    param_names = sorted({p for r in rows for p in r["params"]})
+def trials_csv(summary: Summary) -> str:
+    rows = summary.trials
+    param_names = sorted({p for r in rows for p in r.params})
     fields = [
         "trial",
         "state",
@@ -257,7 +282,9 @@ def trials_csv(summary: dict[str, Any]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(fields + [f"param_{p}" for p in param_names])
     for r in rows:
-        writer.writerow([_cell(r[f]) for f in fields] + [_cell(r["params"].get(p)) for p in param_names])
+        writer.writerow(
+            [_cell(getattr(r, f)) for f in fields] + [_cell(r.params.get(p)) for p in param_names]
+        )
     return buf.getvalue()
 
 
@@ -272,7 +299,7 @@ def collect(
     budget: int | None = None,
     config: Config | None = None,
     importance: Literal["ped_anova", "fanova"] = "ped_anova",
-    confirmation: dict[str, Any] | None = None,
+    confirmation: Confirmation | None = None,
     report: bool = True,
 ) -> Collected:
     """Write summary.json and trials.csv, then the report (report.html, summary.md, plots/) beside them.
@@ -292,7 +319,7 @@ def collect(
     summary_path = study_dir / "summary.json"
     csv_path = study_dir / "trials.csv"
     atomic_write_text(csv_path, trials_csv(summary))
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(summary_path, summary.model_dump(mode="json"))
     files = write_report(summary, trials, loaded.records, study_dir) if report else None
     return Collected(summary, summary_path, csv_path, files)
 
@@ -318,86 +345,85 @@ def collect_shared(
     )
 
 
-def every_trial_failed(summary: dict[str, Any]) -> bool:
+def every_trial_failed(summary: Summary) -> bool:
     """Nothing to report but failures: trials failed, none COMPLETE or PRUNED, and none still to run (a
     failed trial's retry waiting or running means the study is not over)."""
-    c = summary["counts"]
-    return c["FAIL"] > 0 and c["COMPLETE"] == c["PRUNED"] == c["RUNNING"] == c["WAITING"] == 0
+    c = summary.counts
+    return c.FAIL > 0 and c.COMPLETE == c.PRUNED == c.RUNNING == c.WAITING == 0
 
 
-def format_table(summary: dict[str, Any]) -> str:
+def format_table(summary: Summary) -> str:
     """The short terminal view: counts, then the top trials with their parameters."""
-    c = summary["counts"]
-    b = summary["budget"]
+    c = summary.counts
+    b = summary.budget
     lines = [
-        f"study {summary['study']}: {b['finished']}/{b['trials']} finished "
-        f"(COMPLETE {c['COMPLETE']}, PRUNED {c['PRUNED']}, FAIL {c['FAIL']}, RUNNING {c['RUNNING']}, "
-        f"WAITING {c['WAITING']}; {b['retried']} retried)"
+        f"study {summary.study}: {b.finished}/{b.trials} finished "
+        f"(COMPLETE {c.COMPLETE}, PRUNED {c.PRUNED}, FAIL {c.FAIL}, RUNNING {c.RUNNING}, "
+        f"WAITING {c.WAITING}; {b.retried} retried)"
     ]
-    p = summary["pruning"]
-    if c["PRUNED"]:
+    p = summary.pruning
+    if c.PRUNED:
         line = (
-            f"pruning: {c['PRUNED']} pruned, {p['epochs_spent']} of {p['epochs_if_unpruned']} epochs run "
-            f"({p['saved_fraction']:.0%} saved)"
+            f"pruning: {c.PRUNED} pruned, {p.epochs_spent} of {p.epochs_if_unpruned} epochs run "
+            f"({p.saved_fraction:.0%} saved)"
         )
         # What it may have cost: pruned trials that were ahead of the eventual best at the epoch they stopped.
-        ahead = ((summary.get("analysis") or {}).get("pruning_cost") or {}).get("count") or 0
+        ahead = summary.analysis.pruning_cost.count
         if ahead:
             line += f"; {ahead} of them were ahead of the best trial at the epoch they were stopped"
         lines.append(line)
-    if summary["quarantined"]:
+    if summary.quarantined:
         lines.append(
-            f"quarantined {len(summary['quarantined'])} file(s): "
-            + ", ".join(q["file"] for q in summary["quarantined"])
+            f"quarantined {len(summary.quarantined)} file(s): "
+            + ", ".join(q.file for q in summary.quarantined)
         )
-    if not summary["top_k"]:
+    best = summary.best
+    if not summary.top_k or best is None:
         lines.append("no completed trial yet")
         return "\n".join(lines + _advice_lines(summary))
-    metric = summary.get("metric") or "value"
-    best = summary["best"]
+    metric = summary.metric or "value"
     lines.append(
-        f"best: trial {best['trial']}, {metric} {fmt(best['value'])}, "
-        + ", ".join(f"{k}={fmt(v)}" for k, v in best["params"].items())
+        f"best: trial {best.trial}, {metric} {fmt(best.value)}, "
+        + ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
     )
-    base = summary["baseline"]
+    base = summary.baseline
     if base is not None:
-        shown = fmt(base["value"]) if base["value"] is not None else base["state"]
-        lines.append(f"baseline: trial {base['trial']}, {metric} {shown}")
-    lines.append(f"top {len(summary['top_k'])} by {metric} ({summary['direction']}):")
+        shown = fmt(base.value) if base.value is not None else base.state
+        lines.append(f"baseline: trial {base.trial}, {metric} {shown}")
+    lines.append(f"top {len(summary.top_k)} by {metric} ({summary.direction}):")
     header = f"  {'rank':>4}  {'trial':>5}  {metric:>10}  {'epochs':>6}  params"
     lines.append(header)
-    for rank, t in enumerate(summary["top_k"], start=1):
-        params = ", ".join(f"{k}={fmt(v)}" for k, v in t["params"].items())
-        lines.append(f"  {rank:>4}  {t['trial']:>5}  {fmt(t['value']):>10}  {t['epochs']:>6}  {params}")
-    importance = (summary.get("analysis") or {}).get("importance") or {}
-    if importance.get("overall"):
-        shares = ", ".join(f"{k} {v:.2f}" for k, v in list(importance["overall"].items())[:6])
-        lines.append(f"importance ({importance['evaluator']}, {importance['n_trials']} trials): {shares}")
-    elif importance.get("skipped"):
-        lines.append(f"importance: not computed ({importance['skipped']})")
-    if (summary.get("confirmation") or {}).get("configs"):
-        lines.append(format_confirmation(summary["confirmation"]))
+    for rank, t in enumerate(summary.top_k, start=1):
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
+        lines.append(f"  {rank:>4}  {t.trial:>5}  {fmt(t.value):>10}  {t.epochs:>6}  {params}")
+    importance = summary.analysis.importance
+    if isinstance(importance, Importance) and importance.overall:
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in list(importance.overall.items())[:6])
+        lines.append(f"importance ({importance.evaluator}, {importance.n_trials} trials): {shares}")
+    elif isinstance(importance, ImportanceSkipped):
+        lines.append(f"importance: not computed ({importance.skipped})")
+    if summary.confirmation is not None and summary.confirmation.configs:
+        lines.append(format_confirmation(summary.confirmation))
     return "\n".join(lines + _advice_lines(summary))
 
 
-def _advice_lines(summary: dict[str, Any]) -> list[str]:
+def _advice_lines(summary: Summary) -> list[str]:
     """Warnings with their action, then what to change: the part of the summary a user acts on."""
     lines: list[str] = []
-    warnings = (summary.get("analysis") or {}).get("warnings") or []
+    warnings = summary.analysis.warnings
     if warnings:
         lines.append(f"warnings ({len(warnings)}):")
         for w in warnings:
-            lines.append(f"  ! {w['code']}: {w['message']}")
-            if w.get("action"):
-                lines.append(f"    → {w['action']}")
+            lines.append(f"  ! {w.code}: {w.message}")
+            if w.action:
+                lines.append(f"    → {w.action}")
     else:
         lines.append("warnings: none")
-    rec = summary.get("recommendations") or {}
-    changes = rec.get("changes") or []
-    if changes or rec.get("notes"):
+    rec = summary.recommendations
+    if rec.changes or rec.notes:
         lines.append("recommended for the next study:")
-        lines.extend(f"  {c['kind']} {c['param']}: {c['why']}" for c in changes)
-        lines.extend(f"  note: {n}" for n in rec.get("notes") or [])
+        lines.extend(f"  {c.kind} {c.param}: {c.why}" for c in rec.changes)
+        lines.extend(f"  note: {n}" for n in rec.notes)
     lines.append("next:")
     lines.extend(f"  {command}  # {why}" for command, why in next_steps(summary))
     return lines

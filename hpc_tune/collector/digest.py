@@ -10,7 +10,9 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from hpc_tune.collector.analysis_model import Importance, ImportanceSkipped
 from hpc_tune.collector.formatting import fmt
+from hpc_tune.collector.summary import Summary
 
 __all__ = ["fmt_params", "fmt_value", "next_steps", "render_digest"]
 
@@ -20,7 +22,8 @@ RERUN_SEEDS = 3
 
 
 def fmt_value(value: Any) -> str:
-    """Numbers as a person reads them (4 significant digits); everything else as written."""
+    """Numbers as a person reads them (4 significant digits); everything else as written; an em dash where
+    there is nothing (the terminal's confirmation table writes ``-``: rerun_results.py)."""
     return "—" if value is None else fmt(value)
 
 
@@ -28,10 +31,10 @@ def fmt_params(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
 
 
-def next_steps(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+def next_steps(summary: Summary) -> list[tuple[str, str]]:
     """(command, why) pairs for what to run after this study; the same list heads both report files."""
-    study = shlex.quote(str(summary.get("study")))
-    top = summary.get("top_k") or []
+    study = shlex.quote(summary.study)
+    top = summary.top_k
     if not top:
         return [
             (
@@ -42,8 +45,8 @@ def next_steps(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     steps: list[tuple[str, str]] = []
     # A confirmation study is itself the re-run: it is not confirmed again. A study hpctune did not create
     # has no config to re-run its trials from.
-    confirmable = summary.get("hpctune_study", True) and not summary.get("confirms")
-    if not summary.get("confirmation") and confirmable:
+    confirmable = summary.hpctune_study and not summary.confirms
+    if not summary.confirmation and confirmable:
         k = min(RERUN_K, len(top))
         steps.append(
             (
@@ -51,9 +54,9 @@ def next_steps(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
                 "a single run per configuration: confirm the top trials with more seeds before picking one",
             )
         )
-    recommendations = summary.get("recommendations") or {}
-    if recommendations.get("changes") or recommendations.get("pruner") or recommendations.get("phases"):
-        why = f"a next study with the {len(recommendations.get('changes') or [])} recommended change(s)"
+    recommendations = summary.recommendations
+    if recommendations.changes or recommendations.pruner or recommendations.phases:
+        why = f"a next study with the {len(recommendations.changes)} recommended change(s)"
     else:
         why = "a next study from this one's space (no change recommended)"
     steps.append((f"hpctune next {study} -o next.yaml", why))
@@ -77,114 +80,97 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
-def render_digest(summary: Mapping[str, Any]) -> str:
+def render_digest(summary: Summary) -> str:
     """summary.md's text."""
-    metric = str(summary.get("metric") or "value")
-    counts = summary.get("counts") or {}
-    budget = summary.get("budget") or {}
-    analysis = summary.get("analysis") or {}
-    lines = [f"# Study `{summary.get('study')}`: {metric} ({summary.get('direction')})", ""]
+    metric = summary.metric or "value"
+    counts = summary.counts
+    budget = summary.budget
+    analysis = summary.analysis
+    lines = [f"# Study `{summary.study}`: {metric} ({summary.direction})", ""]
     lines.append(
-        f"{budget.get('finished', '?')}/{budget.get('trials', '?')} trials finished: "
-        + ", ".join(f"{state} {counts.get(state, 0)}" for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING"))
+        f"{budget.finished}/{budget.trials} trials finished: "
+        + ", ".join(
+            f"{state} {getattr(counts, state)}" for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
+        )
         + "."
     )
-    pruning = summary.get("pruning") or {}
-    if counts.get("PRUNED"):
+    pruning = summary.pruning
+    if counts.PRUNED:
         lines.append(
-            f"Pruning saved {pruning.get('saved_fraction', 0):.0%} of the epochs "
-            f"({pruning.get('epochs_spent')} of {pruning.get('epochs_if_unpruned')} run)."
+            f"Pruning saved {pruning.saved_fraction:.0%} of the epochs "
+            f"({pruning.epochs_spent} of {pruning.epochs_if_unpruned} run)."
         )
     lines.append("")
 
-    best = summary.get("best")
+    best = summary.best
     if best is None:
         lines += ["**No completed trial yet.**", ""]
     else:
-        at = f" (best epoch {best['best_epoch']})" if best.get("best_epoch") is not None else ""
+        at = f" (best epoch {best.best_epoch})" if best.best_epoch is not None else ""
         lines.append(
-            f"**Best:** trial {best['trial']}, {metric} **{fmt_value(best['value'])}**{at}: "
-            f"{_md(fmt_params(best.get('params') or {}))}"
+            f"**Best:** trial {best.trial}, {metric} **{fmt_value(best.value)}**{at}: "
+            f"{_md(fmt_params(best.params))}"
         )
-        baseline = summary.get("baseline")
+        baseline = summary.baseline
         if baseline is not None:
-            shown = (
-                fmt_value(baseline["value"]) if baseline.get("value") is not None else baseline.get("state")
-            )
-            lines.append(f"Baseline: trial {baseline['trial']}, {metric} {shown}.")
+            shown = fmt_value(baseline.value) if baseline.value is not None else baseline.state
+            lines.append(f"Baseline: trial {baseline.trial}, {metric} {shown}.")
         lines.append("")
-        top = (summary.get("top_k") or [])[:TOP_SHOWN]
-        names = list(dict.fromkeys(p for t in top for p in t.get("params") or {}))
+        top = summary.top_k[:TOP_SHOWN]
+        names = list(dict.fromkeys(p for t in top for p in t.params))
         lines += [f"## Top {len(top)}", ""]
         lines += _table(
             ["rank", "trial", metric, "epochs", *names],
             [
-                [
-                    rank,
-                    t["trial"],
-                    t["value"],
-                    t.get("epochs"),
-                    *[(t.get("params") or {}).get(n) for n in names],
-                ]
+                [rank, t.trial, t.value, t.epochs, *[t.params.get(n) for n in names]]
                 for rank, t in enumerate(top, start=1)
             ],
         )
         lines.append("")
 
-    importance = analysis.get("importance") or {}
-    if importance.get("overall"):
-        ranked = sorted(importance["overall"].items(), key=lambda kv: -float(kv[1]))
+    importance = analysis.importance
+    if isinstance(importance, Importance) and importance.overall:
+        ranked = sorted(importance.overall.items(), key=lambda kv: -float(kv[1]))
         lines += [
-            f"## Importance ({importance.get('evaluator')}, {importance.get('n_trials')} trials)",
+            f"## Importance ({importance.evaluator}, {importance.n_trials} trials)",
             "",
             " · ".join(f"{name} {float(share):.2f}" for name, share in ranked),
             "",
         ]
-    elif importance.get("skipped"):
-        lines += ["## Importance", "", f"Not computed: {importance['skipped']}.", ""]
+    elif isinstance(importance, ImportanceSkipped):
+        lines += ["## Importance", "", f"Not computed: {importance.skipped}.", ""]
 
     lines += ["## Warnings", ""]
-    warnings = analysis.get("warnings") or []
-    if "analysis" not in summary:
-        lines.append("No analysis in this summary.")
-    elif not warnings:
+    if not analysis.warnings:
         lines.append("None.")
-    for w in warnings:
-        lines.append(f"- **{w.get('code')}**: {_md(w.get('message'))}")
-        if w.get("action"):
-            lines.append(f"  - *Do:* {_md(w['action'])}")
+    for w in analysis.warnings:
+        lines.append(f"- **{w.code}**: {_md(w.message)}")
+        if w.action:
+            lines.append(f"  - *Do:* {_md(w.action)}")
     lines.append("")
 
-    confirmation = summary.get("confirmation")
+    confirmation = summary.confirmation
     if confirmation:
-        lines += [f"## Confirmation ({confirmation.get('seeds')} seeds)", ""]
+        lines += [f"## Confirmation ({confirmation.seeds} seeds)", ""]
         lines += _table(
             ["trial", "single run", "mean", "sd", "n", "rank single", "rank mean"],
             [
-                [
-                    c.get("source_trial"),
-                    c.get("single_value"),
-                    c.get("mean"),
-                    c.get("sd"),
-                    c.get("n"),
-                    c.get("rank_single"),
-                    c.get("rank_mean"),
-                ]
-                for c in confirmation.get("configs") or []
+                [c.source_trial, c.single_value, c.mean, c.sd, c.n, c.rank_single, c.rank_mean]
+                for c in confirmation.configs
             ],
         )
         lines.append("")
-        verdict = f"Pick: trial {confirmation.get('pick')} (best mean)."
-        if confirmation.get("single_winner_not_mean_winner"):
+        verdict = f"Pick: trial {confirmation.pick} (best mean)."
+        if confirmation.single_winner_not_mean_winner:
             verdict += " The single-run winner is not the best on average."
         lines += [verdict, ""]
 
-    recommendations = summary.get("recommendations") or {}
-    if recommendations.get("changes") or recommendations.get("notes"):
+    recommendations = summary.recommendations
+    if recommendations.changes or recommendations.notes:
         lines += ["## Recommended changes", ""]
-        for change in recommendations.get("changes") or []:
-            lines.append(f"- {change.get('kind')} `{change.get('param')}`: {_md(change.get('why'))}")
-        for note in recommendations.get("notes") or []:
+        for change in recommendations.changes:
+            lines.append(f"- {change.kind} `{change.param}`: {_md(change.why)}")
+        for note in recommendations.notes:
             lines.append(f"- {_md(note)}")
         lines.append("")
 

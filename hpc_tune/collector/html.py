@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 from hpc_tune.atomic import atomic_open, atomic_write_text
 from hpc_tune.collector.digest import fmt_params, fmt_value, next_steps, render_digest
 from hpc_tune.collector.plots import Plot, draw_plots
+from hpc_tune.collector.summary import Summary
 
 __all__ = ["DIGEST_MD", "PLOTS_DIR", "REPORT_HTML", "ReportFiles", "render_html", "write_report"]
 
@@ -39,7 +40,7 @@ _TEMPLATES = Path(__file__).parent / "templates"
 _ENVIRONMENT = jinja2.Environment(
     loader=jinja2.FileSystemLoader(_TEMPLATES),
     autoescape=True,  # every user string: parameter values, study name, reasons, warnings
-    undefined=jinja2.ChainableUndefined,  # a summary from an older hpctune lacks keys: show nothing there
+    undefined=jinja2.StrictUndefined,  # the summary is typed: a name the template gets wrong is an error
     trim_blocks=True,
     lstrip_blocks=True,
 )
@@ -50,42 +51,33 @@ def _b64(png: bytes) -> str:
 
 
 def _fmt(value: Any) -> str:
+    """``fmt_value``, and a list (a change's bounds) as ``[low, high]``."""
     if isinstance(value, list | tuple):
         return "[" + ", ".join(fmt_value(v) for v in value) + "]"
     return fmt_value(value)
 
 
-def render_html(summary: Mapping[str, Any], plots: Sequence[Plot]) -> str:
+def render_html(summary: Summary, plots: Sequence[Plot]) -> str:
     """report.html's text."""
-    analysis = summary.get("analysis") or {}
-    recommendations = summary.get("recommendations") or {}
-    space = recommendations.get("space")
-    pruning_cost = analysis.get("pruning_cost") or {}
-    overtaken = pruning_cost.get("overtaken") or []
-    top = summary.get("top_k") or []
+    analysis = summary.analysis
+    recommendations = summary.recommendations
+    space = recommendations.space
+    overtaken = analysis.pruning_cost.overtaken
     return _ENVIRONMENT.get_template("report.html.j2").render(
-        s={
-            "pruning": {"pruned_fraction": 0.0, "saved_fraction": 0.0},
-            "counts": {},
-            "budget": {},
-            **summary,
-        },
-        has_analysis="analysis" in summary,
-        warnings=analysis.get("warnings") or [],
+        s=summary,
+        warnings=analysis.warnings,
         rec=recommendations,
+        pruner=recommendations.pruner.model_dump() if recommendations.pruner is not None else {},
         space_yaml=yaml.safe_dump(space, sort_keys=False, allow_unicode=True) if space else "",
         steps=next_steps(summary),
-        top_params=list(dict.fromkeys(p for t in top for p in t.get("params") or {})),
+        top_params=list(dict.fromkeys(p for t in summary.top_k for p in t.params)),
         plots=plots,
         images=sum(1 for p in plots if p.png),
-        confirmation=summary.get("confirmation"),
-        overtaken={
-            "count": pruning_cost.get("count", len(overtaken)),
-            "shown": overtaken[:MAX_OVERTAKEN_SHOWN],
-        }
+        confirmation=summary.confirmation,
+        overtaken={"count": analysis.pruning_cost.count, "shown": overtaken[:MAX_OVERTAKEN_SHOWN]}
         if overtaken
         else None,
-        screening=analysis.get("screening"),
+        screening=analysis.screening,
         fmt=_fmt,
         params=fmt_params,
         b64=_b64,
@@ -100,7 +92,7 @@ class ReportFiles:
 
 
 def write_report(
-    summary: Mapping[str, Any],
+    summary: Summary,
     trials: Sequence[FrozenTrial],
     records: Mapping[int, Mapping[str, Any]],
     study_dir: Path,

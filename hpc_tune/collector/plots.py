@@ -13,12 +13,10 @@ optimization history, the learning curves and the analysis figures are plain mat
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +32,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+from hpc_tune.collector.analysis_model import Analysis, Importance, ImportanceSkipped  # noqa: E402
+from hpc_tune.collector.formatting import quiet_optuna  # noqa: E402
+from hpc_tune.collector.summary import Summary  # noqa: E402
+from hpc_tune.policy.ranking import has_value, is_promoted  # noqa: E402
 
 __all__ = ["MAX_CURVES", "MAX_PLOT_TRIALS", "PLOT_NAMES", "Plot", "draw_plots", "select_trials"]
 
@@ -72,7 +75,7 @@ class Unavailable(Exception):
 
 @dataclass(frozen=True)
 class _Context:
-    summary: Mapping[str, Any]
+    summary: Summary
     trials: Sequence[FrozenTrial]
     records: Mapping[int, Mapping[str, Any]]
     keep: frozenset[int]
@@ -81,24 +84,24 @@ class _Context:
 
     @property
     def metric(self) -> str:
-        return str(self.summary.get("metric") or "value")
+        return self.summary.metric or "value"
 
     @property
     def maximize(self) -> bool:
-        return self.summary.get("direction") == "maximize"
+        return self.summary.direction == "maximize"
 
     @property
-    def analysis(self) -> Mapping[str, Any]:
-        return self.summary.get("analysis") or {}
+    def analysis(self) -> Analysis:
+        return self.summary.analysis
 
 
 def draw_plots(
-    summary: Mapping[str, Any], trials: Sequence[FrozenTrial], records: Mapping[int, Mapping[str, Any]]
+    summary: Summary, trials: Sequence[FrozenTrial], records: Mapping[int, Mapping[str, Any]]
 ) -> list[Plot]:
     """Every figure of the report, in reading order; those that cannot be drawn carry a note instead."""
-    top = tuple(int(t["trial"]) for t in summary.get("top_k") or [])
-    best = (summary.get("best") or {}).get("trial")
-    baseline = (summary.get("baseline") or {}).get("trial")
+    top = tuple(t.trial for t in summary.top_k)
+    best = summary.best.trial if summary.best is not None else None
+    baseline = summary.baseline.trial if summary.baseline is not None else None
     keep = frozenset(n for n in (*top, best, baseline) if n is not None)
     ctx = _Context(summary, trials, records, keep, top, baseline)
     sample = _LazySample(ctx)
@@ -112,7 +115,10 @@ def draw_plots(
         ("rank_correlation", "Rank correlation with the final value, by epoch", lambda: _rank_corr(ctx)),
         ("confirmation", "Confirmation runs: mean ± sd over seeds", lambda: _confirmation(ctx)),
     ]
-    with _quiet_optuna():
+    # Optuna's plots are experimental and chatty (ExperimentalWarning, 'study created' logs), and matplotlib
+    # warns about degenerate axes (a parameter with one value): not the user's concern when they asked for a
+    # report, and the collector's terminal output must stay readable.
+    with quiet_optuna(optuna.logging.ERROR, (ExperimentalWarning, UserWarning)):
         return [_draw(name, title, draw) for name, title, draw in drawers]
 
 
@@ -141,22 +147,6 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna's plots are experimental and chatty (ExperimentalWarning, 'study created' logs), and matplotlib
-    warns about degenerate axes (a parameter with one value): not the user's concern when they asked for a
-    report, and the collector's terminal output must stay readable."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-
-
 def select_trials(trials: Sequence[FrozenTrial], keep: frozenset[int], limit: int) -> list[FrozenTrial]:
     """At most ``limit`` trials in number order: every trial of ``keep``, the rest an even sample.
 
@@ -178,11 +168,7 @@ def _shown(shown: int, total: int, what: str) -> str:
 
 
 def _complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    return [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(float(t.value))
-    ]
+    return [t for t in trials if has_value(t)]
 
 
 class _LazySample:
@@ -213,7 +199,8 @@ def _param_order(ctx: _Context) -> list[str]:
     for t in _complete(ctx.trials):
         for name in t.params:
             seen.setdefault(name, None)
-    overall = (ctx.analysis.get("importance") or {}).get("overall") or {}
+    importance = ctx.analysis.importance
+    overall = importance.overall if isinstance(importance, Importance) else {}
     ranked = [p for p in sorted(overall, key=lambda p: -float(overall[p])) if p in seen]
     return ranked + [p for p in seen if p not in ranked]
 
@@ -222,7 +209,7 @@ def _history(ctx: _Context) -> tuple[Figure, str]:
     complete = _complete(ctx.trials)
     if not complete:
         raise Unavailable("no completed trial yet")
-    promoted = [t for t in complete if "promoted_from" in t.user_attrs]
+    promoted = [t for t in complete if is_promoted(t)]
     # Screening values are not comparable with full-fidelity ones: once trials were promoted, the best-so-far
     # line follows the promoted (ranked) ones, as the summary's top-k does.
     ranked = promoted or complete
@@ -279,7 +266,7 @@ def _history(ctx: _Context) -> tuple[Figure, str]:
     ax.legend(loc="best", fontsize="small")
     ax.grid(alpha=0.3)
     pruned = sum(1 for t in ctx.trials if t.state == TrialState.PRUNED)
-    caption = f"{len(complete):,} completed trials ({ctx.summary.get('direction', '')})"
+    caption = f"{len(complete):,} completed trials ({ctx.summary.direction})"
     return fig, caption + (f"; {pruned:,} pruned trials have no final value" if pruned else "")
 
 
@@ -300,7 +287,7 @@ def _curve(trial: FrozenTrial, record: Mapping[str, Any] | None, metric: str | N
 
 
 def _learning_curves(ctx: _Context) -> tuple[Figure, str]:
-    metric = ctx.summary.get("metric")
+    metric = ctx.summary.metric
     candidates = [t for t in ctx.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     curves = {}
     for t in candidates:
@@ -347,11 +334,10 @@ def _learning_curves(ctx: _Context) -> tuple[Figure, str]:
 
 
 def _importance(ctx: _Context) -> tuple[Figure, str]:
-    _require_analysis(ctx, "parameter importance")
-    importance = ctx.analysis.get("importance") or {}
-    if importance.get("skipped"):
-        raise Unavailable(f"parameter importance not computed: {importance['skipped']}")
-    overall = importance.get("overall") or {}
+    importance = ctx.analysis.importance
+    if isinstance(importance, ImportanceSkipped):
+        raise Unavailable(f"parameter importance not computed: {importance.skipped}")
+    overall = importance.overall
     if not overall:
         raise Unavailable("parameter importance not computed")
     ranked = sorted(overall.items(), key=lambda kv: float(kv[1]))
@@ -361,12 +347,7 @@ def _importance(ctx: _Context) -> tuple[Figure, str]:
     ax.set_xlabel("share of importance")
     ax.set_xlim(0, max(1.0, max(float(v) for _, v in ranked) * 1.15))
     ax.grid(axis="x", alpha=0.3)
-    return fig, f"{importance.get('evaluator', '?')} over {importance.get('n_trials', '?')} completed trials"
-
-
-def _require_analysis(ctx: _Context, what: str) -> None:
-    if "analysis" not in ctx.summary:
-        raise Unavailable(f"no analysis in this summary: {what} was not computed")
+    return fig, f"{importance.evaluator} over {importance.n_trials} completed trials"
 
 
 def _parallel(ctx: _Context, sample: _LazySample) -> tuple[Figure, str]:
@@ -420,16 +401,15 @@ def _figure_of(axes: Any) -> Figure:
 
 
 def _rank_corr(ctx: _Context) -> tuple[Figure, str]:
-    _require_analysis(ctx, "the rank correlation")
-    corr = ctx.analysis.get("rank_correlation")
-    if not corr or not corr.get("by_epoch"):
+    corr = ctx.analysis.rank_correlation
+    if corr is None or not corr.by_epoch:
         raise Unavailable("no rank correlation: too few completed trials with per-epoch values")
-    rows = sorted(corr["by_epoch"], key=lambda r: float(r["epoch"]))
-    epochs = [float(r["epoch"]) for r in rows]
-    rho = [float(r["spearman"]) if r.get("spearman") is not None else math.nan for r in rows]
-    threshold = float(corr.get("threshold", 0.8))
+    rows = sorted(corr.by_epoch, key=lambda r: float(r.epoch))
+    epochs = [float(r.epoch) for r in rows]
+    rho = [float(r.spearman) if r.spearman is not None else math.nan for r in rows]
+    threshold = float(corr.threshold)
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    pruned_at = {float(k): int(v) for k, v in (corr.get("pruned_at") or {}).items()}
+    pruned_at = {float(k): int(v) for k, v in corr.pruned_at.items()}
     if pruned_at:
         counts = ax.twinx()
         counts.bar(list(pruned_at), list(pruned_at.values()), width=0.8, color="#8c8c8c", alpha=0.35)
@@ -438,7 +418,7 @@ def _rank_corr(ctx: _Context) -> tuple[Figure, str]:
         ax.patch.set_visible(False)
     ax.plot(epochs, rho, marker="o", markersize=3, color="#4c72b0", label="Spearman ρ with final value")
     ax.axhline(threshold, color="#c44e52", linestyle="--", linewidth=1.2, label=f"threshold {threshold:g}")
-    reliable = corr.get("reliable_from")
+    reliable = corr.reliable_from
     if reliable is not None:
         ax.axvline(float(reliable), color="#55a868", linewidth=1.2, label=f"reliable from epoch {reliable}")
     ax.set_ylim(min(-0.05, np.nanmin(rho) - 0.05) if not all(map(math.isnan, rho)) else -1, 1.05)
@@ -456,34 +436,34 @@ def _rank_corr(ctx: _Context) -> tuple[Figure, str]:
 
 
 def _confirmation(ctx: _Context) -> tuple[Figure, str]:
-    confirmation = ctx.summary.get("confirmation")
-    if not confirmation or not confirmation.get("configs"):
+    confirmation = ctx.summary.confirmation
+    if confirmation is None or not confirmation.configs:
         raise Unavailable(
             "no confirmation runs yet (hpctune rerun-top re-runs the top trials with more seeds)"
         )
-    configs = confirmation["configs"]
-    labels = [f"#{c['source_trial']}" for c in configs]
+    configs = confirmation.configs
+    labels = [f"#{c.source_trial}" for c in configs]
     x = np.arange(len(configs))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(configs) + 3), 4.5))
     for i, c in enumerate(configs):
-        values = [float(v) for v in c.get("values") or [] if v is not None]
+        values = [float(v) for v in c.values if v is not None]
         if values:
             ax.scatter(np.full(len(values), i) + 0.12, values, s=12, color="#8c8c8c", zorder=2)
-    means = [math.nan if c.get("mean") is None else float(c["mean"]) for c in configs]
-    sds = [0.0 if c.get("sd") is None else float(c["sd"]) for c in configs]
+    means = [math.nan if c.mean is None else float(c.mean) for c in configs]
+    sds = [0.0 if c.sd is None else float(c.sd) for c in configs]
     ax.errorbar(x, means, yerr=sds, fmt="o", color="#4c72b0", capsize=5, label="mean ± sd", zorder=3)
-    singles = [math.nan if c.get("single_value") is None else float(c["single_value"]) for c in configs]
+    singles = [math.nan if c.single_value is None else float(c.single_value) for c in configs]
     ax.scatter(x - 0.12, singles, marker="D", s=28, color="#dd8452", label="original single run", zorder=3)
-    pick = confirmation.get("pick")
+    pick = confirmation.pick
     for i, c in enumerate(configs):
-        if c.get("source_trial") == pick and not math.isnan(means[i]):
+        if c.source_trial == pick and not math.isnan(means[i]):
             ax.annotate("pick", (i, means[i]), textcoords="offset points", xytext=(8, -12), color="#c44e52")
     ax.set_xticks(x, labels)
     ax.set_xlabel("configuration (source trial)")
     ax.set_ylabel(ctx.metric)
     ax.legend(loc="best", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    caption = f"{confirmation.get('seeds', '?')} seeds per configuration; grey dots are single seeds"
-    if confirmation.get("ranking_changed"):
+    caption = f"{confirmation.seeds} seeds per configuration; grey dots are single seeds"
+    if confirmation.ranking_changed:
         caption += "; the ranking by mean differs from the single-run ranking"
     return fig, caption

@@ -15,19 +15,18 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hpc_tune import attrs
+from hpc_tune.collector.formatting import fmt
+from hpc_tune.collector.summary import Confirmation, ConfirmedConfig
 from hpc_tune.errors import StudyNotFoundError
+from hpc_tune.policy.ranking import has_value
 from hpc_tune.policy.reruns import seed_of
 from hpc_tune.policy.shared_study import load_existing_study
 from hpc_tune.storage.url import StorageSpec
 
 __all__ = ["format_confirmation", "load_confirmation", "pooled_sd", "summarize_confirmation"]
-
-
-def _finite(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.COMPLETE and trial.value is not None and math.isfinite(trial.value)
 
 
 def _ranks(values: dict[int, float | None], maximize: bool) -> dict[int, int | None]:
@@ -48,8 +47,8 @@ def summarize_confirmation(
     metric: str | None = None,
     *,
     study: str | None = None,
-) -> dict[str, Any]:
-    """summary["confirmation"]: one entry per confirmed source trial, best mean first (configurations
+) -> Confirmation:
+    """``summary.confirmation``: one entry per confirmed source trial, best mean first (configurations
     whose runs all failed last), and the verdict."""
     maximize = direction == "maximize"
     by_number = {t.number: t for t in original_trials}
@@ -61,64 +60,64 @@ def summarize_confirmation(
         source = int(t.user_attrs[attrs.CONFIRMS_TRIAL])
         values.setdefault(source, [])
         seeds.setdefault(source, set()).add(seed_of(t, 0))
-        if _finite(t):
+        if has_value(t):
             values[source].append(float(t.value))  # type: ignore[arg-type]
     single = {
-        n: (float(by_number[n].value) if n in by_number and _finite(by_number[n]) else None)  # type: ignore[arg-type]
+        n: (float(by_number[n].value) if n in by_number and has_value(by_number[n]) else None)  # type: ignore[arg-type]
         for n in values
     }
     means = {n: (statistics.fmean(v) if v else None) for n, v in values.items()}
     rank_single = _ranks(single, maximize)
     rank_mean = _ranks(means, maximize)
     configs = [
-        {
-            "source_trial": n,
-            "params": dict(by_number[n].params) if n in by_number else {},
-            "single_value": single[n],
-            "mean": means[n],
-            "sd": statistics.stdev(values[n]) if len(values[n]) >= 2 else None,
-            "n": len(values[n]),
-            "values": values[n],
-            "rank_single": rank_single[n],
-            "rank_mean": rank_mean[n],
-        }
+        ConfirmedConfig(
+            source_trial=n,
+            params=dict(by_number[n].params) if n in by_number else {},
+            single_value=single[n],
+            mean=means[n],
+            sd=statistics.stdev(values[n]) if len(values[n]) >= 2 else None,
+            n=len(values[n]),
+            values=values[n],
+            rank_single=rank_single[n],
+            rank_mean=rank_mean[n],
+        )
         for n in values
     ]
     last = len(configs) + 1
-    configs.sort(key=lambda c: (c["rank_mean"] or last, c["rank_single"] or last, c["source_trial"]))
-    both = [c for c in configs if c["rank_single"] is not None and c["rank_mean"] is not None]
-    by_single = [c["source_trial"] for c in sorted(both, key=lambda c: c["rank_single"])]
-    by_mean = [c["source_trial"] for c in sorted(both, key=lambda c: c["rank_mean"])]
-    pick = next((c["source_trial"] for c in configs if c["rank_mean"] == 1), None)
+    configs.sort(key=lambda c: (c.rank_mean or last, c.rank_single or last, c.source_trial))
+    both = [c for c in configs if c.rank_single is not None and c.rank_mean is not None]
+    by_single = [c.source_trial for c in sorted(both, key=lambda c: c.rank_single)]  # type: ignore[arg-type,return-value]
+    by_mean = [c.source_trial for c in sorted(both, key=lambda c: c.rank_mean)]  # type: ignore[arg-type,return-value]
+    pick = next((c.source_trial for c in configs if c.rank_mean == 1), None)
     single_winner = next((n for n, r in rank_single.items() if r == 1), None)
-    return {
-        "study": study,
-        "metric": metric,
-        "direction": "maximize" if maximize else "minimize",
-        "seeds": max((len(s) for s in seeds.values()), default=0),
-        "configs": configs,
-        "ranking_changed": by_single != by_mean,
-        "pick": pick,
-        "single_winner_not_mean_winner": pick is not None
+    return Confirmation(
+        study=study,
+        metric=metric,
+        direction="maximize" if maximize else "minimize",
+        seeds=max((len(s) for s in seeds.values()), default=0),
+        configs=configs,
+        ranking_changed=by_single != by_mean,
+        pick=pick,
+        single_winner_not_mean_winner=pick is not None
         and single_winner is not None
         and pick != single_winner,
-    }
+    )
 
 
-def pooled_sd(confirmation: dict[str, Any] | None) -> float | None:
+def pooled_sd(confirmation: Confirmation | None) -> float | None:
     """The seed-to-seed standard deviation pooled over the configurations (each weighted by its degrees of
     freedom): the noise floor against which differences between configurations are judged. None without
     a confirmation or without a configuration run with two seeds or more."""
     if confirmation is None:
         return None
-    dof = sum(c["n"] - 1 for c in confirmation["configs"] if c["n"] >= 2)
+    dof = sum(c.n - 1 for c in confirmation.configs if c.n >= 2)
     if dof == 0:
         return None
-    squares = sum((c["n"] - 1) * c["sd"] ** 2 for c in confirmation["configs"] if c["n"] >= 2)
+    squares = sum((c.n - 1) * c.sd**2 for c in confirmation.configs if c.n >= 2 and c.sd is not None)
     return math.sqrt(squares / dof)
 
 
-def load_confirmation(storage: BaseStorage, original: optuna.Study) -> dict[str, Any] | None:
+def load_confirmation(storage: BaseStorage, original: optuna.Study) -> Confirmation | None:
     """The confirmation of ``original`` (opened on ``storage``), or None when it has none (yet).
 
     The linked study is on the same database; with the embedded store it has a journal of its own, as
@@ -158,35 +157,35 @@ def _linked_study(storage: BaseStorage, name: str, journal: Any) -> optuna.Study
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    """A number of the table, ``-`` where there is none (the report's tables write an em dash there)."""
+    return "-" if value is None else fmt(value)
 
 
-def format_confirmation(confirmation: dict[str, Any]) -> str:
+def format_confirmation(confirmation: Confirmation) -> str:
     """The terminal view: one line per configuration, mean ± sd beside the single-seed value."""
-    metric = confirmation.get("metric") or "value"
+    metric = confirmation.metric or "value"
     lines = [
-        f"confirmation {confirmation['study']}: {len(confirmation['configs'])} configuration(s) x "
-        f"{confirmation['seeds']} new seed(s), {metric} ({confirmation['direction']})"
+        f"confirmation {confirmation.study}: {len(confirmation.configs)} configuration(s) x "
+        f"{confirmation.seeds} new seed(s), {metric} ({confirmation.direction})"
     ]
     lines.append(f"  {'mean rank':>9}  {'trial':>5}  {'single':>8}  {'mean ± sd':>19}  {'n':>3}  params")
-    for c in confirmation["configs"]:
-        spread = f"{_fmt(c['mean'])} ± {_fmt(c['sd'])}"
-        params = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in c["params"].items())
-        rank = "-" if c["rank_mean"] is None else str(c["rank_mean"])
+    for c in confirmation.configs:
+        spread = f"{_fmt(c.mean)} ± {_fmt(c.sd)}"
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in c.params.items())
+        rank = "-" if c.rank_mean is None else str(c.rank_mean)
         lines.append(
-            f"  {rank:>9}  {c['source_trial']:>5}  {_fmt(c['single_value']):>8}  {spread:>19}  {c['n']:>3}  "
-            f"{params}"
+            f"  {rank:>9}  {c.source_trial:>5}  {_fmt(c.single_value):>8}  {spread:>19}  {c.n:>3}  {params}"
         )
-    pick = confirmation["pick"]
+    pick = confirmation.pick
     if pick is None:
         lines.append("pick: none yet (no confirmation run completed)")
-    elif confirmation["single_winner_not_mean_winner"]:
-        single = next(c for c in confirmation["configs"] if c["rank_single"] == 1)
+    elif confirmation.single_winner_not_mean_winner:
+        single = next(c for c in confirmation.configs if c.rank_single == 1)
         lines.append(
-            f"pick: trial {pick} (best mean); the single-seed winner, trial {single['source_trial']}, "
-            f"ranks {single['rank_mean'] or '-'} by mean"
+            f"pick: trial {pick} (best mean); the single-seed winner, trial {single.source_trial}, "
+            f"ranks {single.rank_mean or '-'} by mean"
         )
     else:
-        also = any(c["source_trial"] == pick and c["rank_single"] == 1 for c in confirmation["configs"])
+        also = any(c.source_trial == pick and c.rank_single == 1 for c in confirmation.configs)
         lines.append(f"pick: trial {pick} (best mean{', also the single-seed winner' if also else ''})")
     return "\n".join(lines)

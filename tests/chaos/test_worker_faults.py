@@ -176,8 +176,8 @@ def test_truncated_and_foreign_json_are_quarantined_and_collect_succeeds(tmp_pat
     (trials_dir / "trial-9.json").write_text(json.dumps(foreign))  # copied in from another study
     (trials_dir / "notes.json").write_text("[1, 2, 3]")  # not named as a trial record: not ours, left alone
     result = collect(study, study_dir, budget=load_config(cfg).config.trials)
-    quarantined = sorted(q["file"] for q in result.summary["quarantined"])
-    assert quarantined == ["trial-1.json", "trial-7.json", "trial-9.json"], result.summary["quarantined"]
+    quarantined = sorted(q.file for q in result.summary.quarantined)
+    assert quarantined == ["trial-1.json", "trial-7.json", "trial-9.json"], result.summary.quarantined
     assert (trials_dir / "notes.json").read_text() == "[1, 2, 3]"
-    assert result.summary["budget"]["finished"] == 3 and len(result.summary["trials"]) == 3
+    assert result.summary.budget.finished == 3 and len(result.summary.trials) == 3
     assert result.summary_path.is_file()

@@ -15,13 +15,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from hpc_tune import attrs
-from hpc_tune.collector.analysis import (
-    WARNING_ORDER,
-    analyze,
-    fit_cosine_schedule,
-    ranges_of,
-    widened_range,
-)
+from hpc_tune.collector.analysis import analyze
+from hpc_tune.collector.analysis_model import Analysis, Importance, ImportanceSkipped
+from hpc_tune.collector.checks import WARNING_ORDER, Finding
+from hpc_tune.collector.checks.context import NumericRange, ranges_of, widened_range
+from hpc_tune.collector.checks.tmax_mismatch import fit_cosine_schedule
 
 LR = FloatDistribution(1e-4, 1e-1, log=True)
 DROPOUT = FloatDistribution(0.0, 0.5)
@@ -102,7 +100,7 @@ class Built:
             }
         return number
 
-    def analyze(self, *, with_records: bool = True, **kw: Any) -> dict[str, Any]:
+    def analyze(self, *, with_records: bool = True, **kw: Any) -> Analysis:
         return analyze(
             self.study.get_trials(deepcopy=False),
             direction=self.direction,
@@ -148,12 +146,12 @@ def clean_study(n: int = 30, seed: int = 0) -> Built:
     return built
 
 
-def codes(analysis: dict[str, Any]) -> list[str]:
-    return [w["code"] for w in analysis["warnings"]]
+def codes(analysis: Analysis) -> list[str]:
+    return [w.code for w in analysis.warnings]
 
 
-def warning(analysis: dict[str, Any], code: str) -> dict[str, Any]:
-    found = [w for w in analysis["warnings"] if w["code"] == code]
+def warning(analysis: Analysis, code: str) -> Any:
+    found = [w for w in analysis.warnings if w.code == code]
     assert len(found) == 1, codes(analysis)
     return found[0]
 
@@ -177,12 +175,13 @@ def only_builtin_json(obj: Any) -> None:
 @pytest.mark.parametrize("with_records", [True, False])
 def test_clean_study_raises_no_warning(with_records: bool) -> None:
     analysis = clean_study().analyze(with_records=with_records)
-    assert analysis["warnings"] == []
-    assert analysis["rank_correlation"]["reliable_from"] == 1
-    assert analysis["rank_correlation"]["pruned_at"] == {}
-    assert analysis["screening"] is None
-    assert analysis["pruning_cost"] == {"overtaken": [], "count": 0}
-    assert set(analysis["ranges"]) == {"lr", "dropout"}
+    assert analysis.warnings == []
+    assert analysis.rank_correlation is not None
+    assert analysis.rank_correlation.reliable_from == 1
+    assert analysis.rank_correlation.pruned_at == {}
+    assert analysis.screening is None
+    assert analysis.pruning_cost.model_dump() == {"overtaken": [], "count": 0}
+    assert set(analysis.ranges) == {"lr", "dropout"}
 
 
 def test_output_is_plain_json_and_warnings_come_in_their_order() -> None:
@@ -199,8 +198,10 @@ def test_output_is_plain_json_and_warnings_come_in_their_order() -> None:
     found = codes(analysis)
     assert {"baseline_beats_tuned", "best_at_boundary", "few_complete", "failures"} <= set(found)
     assert found == sorted(found, key=WARNING_ORDER.index)
-    only_builtin_json(analysis)
-    assert json.loads(json.dumps(analysis, allow_nan=False)) == analysis
+    assert all(isinstance(w, Finding) for w in analysis.warnings)
+    only_builtin_json(analysis.model_dump())
+    dumped = analysis.model_dump(mode="json")
+    assert json.loads(json.dumps(dumped, allow_nan=False)) == dumped == analysis.model_dump()
 
 
 # ------------------------------------------------------------------------------------------------- ranges
@@ -216,7 +217,7 @@ def test_ranges_are_the_latest_recorded_distributions() -> None:
         },
     )
     built.add(0.6, params={"lr": 1e-3}, dists={"lr": LR})
-    ranges = ranges_of(built.study.get_trials())
+    ranges = {name: spec.model_dump() for name, spec in ranges_of(built.study.get_trials()).items()}
     assert ranges == {
         "layers": {"type": "int", "low": 1, "high": 4, "log": False, "step": 1},
         "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True, "step": None},
@@ -243,12 +244,13 @@ def random_study(n: int, seed: int, phase: Any = None, effect: str = "lr") -> Bu
 @pytest.mark.parametrize("kind", ["ped_anova", "fanova"])
 def test_importance_ranks_the_influential_parameter_first(kind: str) -> None:
     analysis = random_study(60, seed=1).analyze(importance=kind)
-    importance = analysis["importance"]
-    assert importance["evaluator"] == kind and importance["n_trials"] == 60
-    assert list(importance["overall"]) == ["lr", "dropout"]
-    assert importance["overall"]["lr"] > importance["overall"]["dropout"]
-    assert sum(importance["overall"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert importance["by_phase"] == {}
+    importance = analysis.importance
+    assert isinstance(importance, Importance)
+    assert importance.evaluator == kind and importance.n_trials == 60
+    assert list(importance.overall) == ["lr", "dropout"]
+    assert importance.overall["lr"] > importance.overall["dropout"]
+    assert sum(importance.overall.values()) == pytest.approx(1.0, abs=1e-4)
+    assert importance.by_phase == {}
 
 
 def test_importance_per_phase_among_that_phases_trials() -> None:
@@ -264,21 +266,23 @@ def test_importance_per_phase_among_that_phases_trials() -> None:
             params={"lr": 3e-3, "dropout": dropout},
             user_attrs={attrs.PHASE: 2},
         )
-    importance = built.analyze()["importance"]
-    assert importance["by_phase"]["1"] == {"lr": 1.0}  # dropout took one value in phase 1: not assessed
-    assert importance["by_phase"]["2"] == {"dropout": 1.0}
-    assert set(importance["overall"]) == {"lr", "dropout"}
+    importance = built.analyze().importance
+    assert isinstance(importance, Importance)
+    assert importance.by_phase["1"] == {"lr": 1.0}  # dropout took one value in phase 1: not assessed
+    assert importance.by_phase["2"] == {"dropout": 1.0}
+    assert set(importance.overall) == {"lr", "dropout"}
 
 
 def test_importance_is_skipped_with_too_few_trials_or_nothing_varying() -> None:
     built = Built()
     for i in range(3):
         built.add(0.5 + i / 10, params={"lr": 10 ** (-3 + i / 2), "dropout": 0.2})
-    assert "3 complete" in built.analyze()["importance"]["skipped"]
+    skipped = built.analyze().importance
+    assert isinstance(skipped, ImportanceSkipped) and "3 complete" in skipped.skipped
     fixed = Built()
     for i in range(5):
         fixed.add(0.5 + i / 10, params={"lr": 1e-3, "dropout": 0.2})
-    assert fixed.analyze()["importance"] == {"skipped": "no parameter took more than one value"}
+    assert fixed.analyze().importance.model_dump() == {"skipped": "no parameter took more than one value"}
 
 
 # ---------------------------------------------------------------------------------------- best_at_boundary
@@ -288,11 +292,11 @@ def test_best_at_the_high_edge_of_a_log_range_suggests_one_more_decade() -> None
         0.95, params={"lr": 0.09, "dropout": 0.25}, curve=rising_curve(0.95), lrs=cosine_lr(0.09, EPOCHS)
     )
     w = warning(built.analyze(), "best_at_boundary")
-    lr = w["details"]["params"]["lr"]
-    assert (lr["edge"], lr["best"], lr["top_k_near"]) == ("high", 0.09, 1)
-    assert (lr["suggested_low"], lr["suggested_high"]) == (1e-4, 1.0)
-    assert "dropout" not in w["details"]["params"]
-    assert "lr=0.09" in w["message"] and "[0.0001, 1]" in w["action"]
+    lr = w.details.params["lr"]
+    assert (lr.edge, lr.best, lr.top_k_near) == ("high", 0.09, 1)
+    assert (lr.suggested_low, lr.suggested_high) == (1e-4, 1.0)
+    assert "dropout" not in w.details.params
+    assert "lr=0.09" in w.message and "[0.0001, 1]" in w.action
 
 
 def test_most_of_the_top_k_at_the_low_edge_of_a_linear_range_fires_without_the_best() -> None:
@@ -306,9 +310,9 @@ def test_most_of_the_top_k_at_the_low_edge_of_a_linear_range_fires_without_the_b
             curve=rising_curve(0.96 - i * 0.001),
             lrs=cosine_lr(lr, EPOCHS),
         )
-    details = warning(built.analyze(), "best_at_boundary")["details"]["params"]
+    details = warning(built.analyze(), "best_at_boundary").details.params
     assert set(details) == {"dropout"}
-    assert details["dropout"] == {
+    assert details["dropout"].model_dump() == {
         "edge": "low",
         "best": 0.25,
         "top_k_near": 3,
@@ -330,8 +334,8 @@ def test_the_edge_of_a_log_range_is_measured_in_decades() -> None:
     built.add(
         0.97, params={"lr": 1.3e-4, "dropout": 0.25}, curve=rising_curve(0.97), lrs=cosine_lr(1.3e-4, EPOCHS)
     )
-    lr = warning(built.analyze(), "best_at_boundary")["details"]["params"]["lr"]
-    assert (lr["edge"], lr["suggested_low"], lr["suggested_high"]) == ("low", 1e-5, 1e-1)
+    lr = warning(built.analyze(), "best_at_boundary").details.params["lr"]
+    assert (lr.edge, lr.suggested_low, lr.suggested_high) == ("low", 1e-5, 1e-1)
 
 
 @pytest.mark.parametrize(
@@ -354,7 +358,7 @@ def test_the_edge_of_a_log_range_is_measured_in_decades() -> None:
     ],
 )
 def test_widened_ranges(spec: dict[str, Any], edge: str, expected: tuple[float, float]) -> None:
-    low, high = widened_range(spec, edge)  # type: ignore[arg-type]
+    low, high = widened_range(NumericRange.model_validate(spec), edge)  # type: ignore[arg-type]
     assert (low, high) == pytest.approx(expected)
     assert low < high
     assert type(low) is type(spec["low"]) and type(high) is type(spec["high"])
@@ -376,8 +380,8 @@ def test_mostly_pruned_counts_finished_trials_without_retried_ones() -> None:
         system_attrs={"failed_trial": failed, "retry_history": [failed]},
     )
     w = warning(built.analyze(), "mostly_pruned")
-    assert w["details"] == {"pruned": 20, "finished": 21, "fraction": round(20 / 21, 4)}
-    assert "20 of 21" in w["message"]
+    assert w.details.model_dump() == {"pruned": 20, "finished": 21, "fraction": round(20 / 21, 4)}
+    assert "20 of 21" in w.message
     assert "failures" not in codes(built.analyze())  # the hand-on FAIL was re-run: not a failure
 
 
@@ -391,12 +395,12 @@ def test_all_similar_fires_when_no_parameter_matters_and_the_spread_is_tiny() ->
             0.9 + float(rng.normal(0, 1e-4)), params={"lr": lr, "dropout": float(rng.uniform(0.05, 0.45))}
         )
     w = warning(built.analyze(), "all_similar")
-    d = w["details"]
+    d = w.details
     values = sorted((t.value for t in built.study.trials), reverse=True)
-    assert d["n"] == 20 and d["top"] == values[0] and d["median"] == pytest.approx(float(np.median(values)))
-    assert d["relative_spread"] < 0.01
-    assert all(t["p_adjusted"] >= 0.05 for t in d["tests"].values())
-    assert set(d["tests"]) == {"lr", "dropout"}
+    assert d.n == 20 and d.top == values[0] and d.median == pytest.approx(float(np.median(values)))
+    assert d.relative_spread < 0.01
+    assert all(t.p_adjusted >= 0.05 for t in d.tests.values())
+    assert set(d.tests) == {"lr", "dropout"}
 
 
 def test_all_similar_uses_the_seed_to_seed_sd_when_confirmation_ran() -> None:
@@ -404,8 +408,8 @@ def test_all_similar_uses_the_seed_to_seed_sd_when_confirmation_ran() -> None:
     values = sorted((t.value for t in built.study.trials), reverse=True)
     spread = values[0] - float(np.median(values))
     assert "all_similar" not in codes(built.analyze(confirmation_sd=spread / 3))
-    d = warning(built.analyze(confirmation_sd=spread), "all_similar")["details"]
-    assert d["confirmation_sd"] == spread and d["top"] == values[0]
+    d = warning(built.analyze(confirmation_sd=spread), "all_similar").details
+    assert d.confirmation_sd == spread and d.top == values[0]
 
 
 def test_an_interior_optimum_is_an_effect_even_with_a_tiny_spread() -> None:
@@ -435,13 +439,13 @@ def test_baseline_beats_tuned_uses_the_baselines_standing_run() -> None:
         system_attrs={"failed_trial": first, "retry_history": [first]},
     )
     w = warning(built.analyze(), "baseline_beats_tuned")
-    assert w["details"] == {
+    assert w.details.model_dump() == {
         "baseline_trial": rerun,
         "baseline_value": 0.42,
         "best_trial": 0,
         "best_value": 0.5,
     }
-    assert "0.42" in w["message"] and "0.5" in w["message"]
+    assert "0.42" in w.message and "0.5" in w.message
 
 
 # ---------------------------------------------------------------------------------------------- tmax_mismatch
@@ -462,23 +466,23 @@ def schedule_study(lr_curves: list[dict[int, float]], state: TrialState = TrialS
 
 def test_tmax_longer_than_the_run_is_found_from_the_lr_curve() -> None:
     w = warning(schedule_study([torch_cosine_lr(3e-3, 22, t_max=24)]).analyze(), "tmax_mismatch")
-    assert "T_max ≈ 24 with 22 epochs run" in w["message"]
-    (found,) = w["details"]["trials"]
-    assert (found["t_max"], found["epochs_run"], found["source"], found["rises_after"]) == (
+    assert "T_max ≈ 24 with 22 epochs run" in w.message
+    (found,) = w.details.trials
+    assert (found.t_max, found.epochs_run, found.source, found.rises_after) == (
         24.0,
         22,
         "lr_curve",
         None,
     )
     w = warning(schedule_study([cosine_lr(3e-3, 22, t_max=30)]).analyze(), "tmax_mismatch")
-    assert w["details"]["trials"][0]["t_max"] == pytest.approx(30, abs=0.5)
+    assert w.details.trials[0].t_max == pytest.approx(30, abs=0.5)
 
 
 def test_tmax_shorter_than_the_run_restarts_the_lr() -> None:
     w = warning(schedule_study([torch_cosine_lr(3e-3, 22, t_max=10)]).analyze(), "tmax_mismatch")
-    (found,) = w["details"]["trials"]
-    assert found["rises_after"] == 11 and found["t_max"] == pytest.approx(10, abs=0.1)
-    assert "rises again after epoch 11" in w["message"]
+    (found,) = w.details.trials
+    assert found.rises_after == 11 and found.t_max == pytest.approx(10, abs=0.1)
+    assert "rises again after epoch 11" in w.message
 
 
 @pytest.mark.parametrize(
@@ -506,8 +510,10 @@ def test_a_reported_tmax_is_compared_with_the_epochs_run() -> None:
         0.85, params={"lr": 3e-3, "dropout": 0.2}, curve=rising_curve(0.85, 20), user_attrs={"t_max": 30}
     )
     w = warning(built.analyze(), "tmax_mismatch")
-    assert w["details"]["trials"] == [{"trial": 31, "epochs_run": 20, "t_max": 30, "source": "reported"}]
-    assert "T_max ≈ 30 with 20 epochs run" in w["message"]
+    assert w.details.model_dump()["trials"] == [
+        {"trial": 31, "epochs_run": 20, "t_max": 30, "source": "reported"}
+    ]
+    assert "T_max ≈ 30 with 20 epochs run" in w.message
 
 
 def test_cosine_fit_recovers_tmax_in_both_logging_conventions() -> None:
@@ -546,31 +552,33 @@ def noisy_start_study(reliable_from: int, pruned_at: list[int], *, flip: bool = 
 
 def test_pruning_before_the_ranking_settles_is_flagged_with_its_numbers() -> None:
     analysis = noisy_start_study(reliable_from=6, pruned_at=[3, 3, 3, 2, 8]).analyze()
-    corr = analysis["rank_correlation"]
-    assert corr["reliable_from"] == 6
-    assert corr["pruned_at"] == {"2": 1, "3": 3, "8": 1}
-    at3 = next(e for e in corr["by_epoch"] if e["epoch"] == 3)
-    assert at3["n"] == 20 and at3["spearman"] < 0.8
-    assert all(e["spearman"] == 1.0 for e in corr["by_epoch"] if e["epoch"] >= 6)
+    corr = analysis.rank_correlation
+    assert corr is not None
+    assert corr.reliable_from == 6
+    assert corr.pruned_at == {"2": 1, "3": 3, "8": 1}
+    at3 = next(e for e in corr.by_epoch if e.epoch == 3)
+    assert at3.n == 20 and at3.spearman is not None and at3.spearman < 0.8
+    assert all(e.spearman == 1.0 for e in corr.by_epoch if e.epoch >= 6)
     w = warning(analysis, "pruning_unreliable")
-    assert w["details"]["reliable_from"] == 6 and w["details"]["suggested_n_warmup_steps"] == 6
-    assert w["details"]["pruned_before_reliable"] == 4 and w["details"]["pruned"] == 5
-    assert {"epoch": 3, "count": 3, "spearman": at3["spearman"]} in w["details"]["pruned_at"]
-    assert f"at epoch 3, where pruning happened (3 trials), Spearman {at3['spearman']:.2f}" in w["message"]
-    assert "reliable from epoch 6" in w["message"] and "n_warmup_steps to 6" in w["action"]
+    assert w.details.reliable_from == 6 and w.details.suggested_n_warmup_steps == 6
+    assert w.details.pruned_before_reliable == 4 and w.details.pruned == 5
+    assert {"epoch": 3, "count": 3, "spearman": at3.spearman} in w.details.model_dump()["pruned_at"]
+    assert f"at epoch 3, where pruning happened (3 trials), Spearman {at3.spearman:.2f}" in w.message
+    assert "reliable from epoch 6" in w.message and "n_warmup_steps to 6" in w.action
 
 
 def test_a_negative_early_correlation_is_unreliable_too() -> None:
     analysis = noisy_start_study(reliable_from=4, pruned_at=[2, 2, 3], flip=True).analyze()
-    early = [e for e in analysis["rank_correlation"]["by_epoch"] if e["epoch"] < 4]
-    assert all(e["spearman"] == -1.0 for e in early)
-    assert warning(analysis, "pruning_unreliable")["details"]["reliable_from"] == 4
+    assert analysis.rank_correlation is not None
+    early = [e for e in analysis.rank_correlation.by_epoch if e.epoch < 4]
+    assert all(e.spearman == -1.0 for e in early)
+    assert warning(analysis, "pruning_unreliable").details.reliable_from == 4
 
 
 def test_pruning_after_the_ranking_settled_is_fine() -> None:
     analysis = noisy_start_study(reliable_from=3, pruned_at=[5, 6, 7, 4]).analyze()
     assert "pruning_unreliable" not in codes(analysis)
-    assert analysis["rank_correlation"]["reliable_from"] == 3
+    assert analysis.rank_correlation is not None and analysis.rank_correlation.reliable_from == 3
 
 
 def test_pruned_trials_that_were_ahead_of_the_eventual_best_are_the_pruning_cost() -> None:
@@ -582,8 +590,8 @@ def test_pruned_trials_that_were_ahead_of_the_eventual_best_are_the_pruning_cost
     built.add(
         params={"lr": 3e-3, "dropout": 0.2}, state=TrialState.PRUNED, curve={e: behind for e in range(1, 5)}
     )
-    cost = built.analyze()["pruning_cost"]
-    assert cost == {
+    cost = built.analyze().pruning_cost
+    assert cost.model_dump() == {
         "overtaken": [
             {
                 "trial": 31,
@@ -610,15 +618,15 @@ def screening_study(full_values: list[float]) -> Built:
 
 def test_screening_ranking_reversed_at_full_fidelity_is_flagged() -> None:
     analysis = screening_study([0.95, 0.94, 0.93, 0.92]).analyze()
-    assert analysis["screening"] == {"spearman": -1.0, "n": 4}
+    assert analysis.screening is not None and analysis.screening.model_dump() == {"spearman": -1.0, "n": 4}
     w = warning(analysis, "screening_unreliable")
-    assert w["details"]["screening_winner"] == 34 and w["details"]["promoted_winner"] == 31
-    assert "Spearman -1.00" in w["message"] and "4 promoted trials" in w["message"]
+    assert w.details.screening_winner == 34 and w.details.promoted_winner == 31
+    assert "Spearman -1.00" in w.message and "4 promoted trials" in w.message
 
 
 def test_screening_that_survives_full_fidelity_is_fine() -> None:
     analysis = screening_study([0.91, 0.92, 0.93, 0.94, 0.95]).analyze()
-    assert analysis["screening"] == {"spearman": 1.0, "n": 5}
+    assert analysis.screening is not None and analysis.screening.model_dump() == {"spearman": 1.0, "n": 5}
     assert "screening_unreliable" not in codes(analysis)
 
 
@@ -632,13 +640,13 @@ def test_best_validation_trial_that_generalizes_worst_is_flagged() -> None:
         extra = {e: {"test_acc": curve[e] - (val - test), "test_loss": 0.1} for e in curve}
         built.add(val, params={"lr": 10 ** (-3.5 + i / 5), "dropout": 0.1 + i / 40}, curve=curve, extra=extra)
     w = warning(built.analyze(), "validation_overfit")
-    d = w["details"]
-    assert d["held_out_key"] == "test_acc" and d["best_trial"] == 9
-    assert d["tuning_value"] == 0.966 and d["held_out_value"] == pytest.approx(0.9626)
-    assert d["held_out_rank"] == 6 and d["gap"] == pytest.approx(0.0034)
-    assert d["median_gap_top_k"] == pytest.approx(0.0005)
-    assert d["top_k_by_held_out"] == [8, 7, 6, 5, 4]
-    assert "ranks 6 of 10 by test_acc" in w["message"]
+    d = w.details
+    assert d.held_out_key == "test_acc" and d.best_trial == 9
+    assert d.tuning_value == 0.966 and d.held_out_value == pytest.approx(0.9626)
+    assert d.held_out_rank == 6 and d.gap == pytest.approx(0.0034)
+    assert d.median_gap_top_k == pytest.approx(0.0005)
+    assert d.top_k_by_held_out == [8, 7, 6, 5, 4]
+    assert "ranks 6 of 10 by test_acc" in w.message
 
 
 def test_held_out_metric_that_agrees_raises_nothing() -> None:
@@ -646,7 +654,7 @@ def test_held_out_metric_that_agrees_raises_nothing() -> None:
     for trial in built.study.trials:
         for row in built.records[trial.number]["epochs"]:
             row["test_acc"] = row[METRIC] - 0.002
-    assert built.analyze()["warnings"] == []
+    assert built.analyze().warnings == []
 
 
 # --------------------------------------------------------------------------------- few_complete, failures
@@ -655,7 +663,7 @@ def test_few_complete_trials_for_the_parameters() -> None:
     for i in range(5):
         built.add(0.5 + i / 100, params={"lr": 10 ** (-3 + i / 5), "dropout": 0.1 + i / 20})
     w = warning(built.analyze(), "few_complete")
-    assert w["details"] == {"complete": 5, "params": 2, "needed": 10}
+    assert w.details.model_dump() == {"complete": 5, "params": 2, "needed": 10}
 
 
 def test_failures_by_reason_with_early_divergence_point_at_the_lr_range() -> None:
@@ -678,22 +686,23 @@ def test_failures_by_reason_with_early_divergence_point_at_the_lr_range() -> Non
     )
     built.add(0.8, params={"lr": 1e-3, "dropout": 0.2}, system_attrs={"retry_history": [retried]})
     w = warning(built.analyze(), "failures")
-    d = w["details"]
-    assert d["by_reason"] == {"nonfinite_loss": 1, "nonfinite_value": 1, "oom": 1, "unknown": 1}
-    assert d["diverged_early"] == 3 and d["lr_param"] == "lr" and d["diverged_lr_min"] == 0.03
-    assert "4 trial(s) failed" in w["message"] and "3 diverged early" in w["message"]
-    assert "upper bound of lr (now 0.1) below 0.03" in w["action"]
+    d = w.details
+    assert d.by_reason == {"nonfinite_loss": 1, "nonfinite_value": 1, "oom": 1, "unknown": 1}
+    assert d.diverged_early == 3 and d.lr_param == "lr" and d.diverged_lr_min == 0.03
+    assert "4 trial(s) failed" in w.message and "3 diverged early" in w.message
+    assert "upper bound of lr (now 0.1) below 0.03" in w.action
 
 
 def test_a_confirmation_study_reports_its_failures_but_no_search_analysis() -> None:
     built = clean_study(n=4)
     built.add(None, params={"lr": 0.09, "dropout": 0.2}, state=TrialState.FAIL, user_attrs={"reason": "oom"})
     plain = built.analyze()
-    assert "few_complete" in codes(plain) and "overall" in plain["importance"]
+    assert "few_complete" in codes(plain) and isinstance(plain.importance, Importance)
     confirming = built.analyze(study_attrs={"confirms": "digits"})
     assert codes(confirming) == ["failures"]
-    assert "confirmation study" in confirming["importance"]["skipped"]
-    assert confirming["ranges"] == plain["ranges"]
+    assert isinstance(confirming.importance, ImportanceSkipped)
+    assert "confirmation study" in confirming.importance.skipped
+    assert confirming.ranges == plain.ranges
 
 
 def test_a_fraction_at_its_hard_limit_is_flagged_but_not_widened() -> None:
@@ -708,6 +717,6 @@ def test_a_fraction_at_its_hard_limit_is_flagged_but_not_widened() -> None:
             curve=rising_curve(0.9 + 0.01 * keep),
         )
     w = warning(built.analyze(), "best_at_boundary")
-    keep = w["details"]["params"]["keep"]
-    assert (keep["edge"], keep["suggested_low"], keep["suggested_high"]) == ("high", 0.0, 1.0)
-    assert "widen" not in w["action"] and "keep already reaches a hard limit" in w["action"]
+    keep = w.details.params["keep"]
+    assert (keep.edge, keep.suggested_low, keep.suggested_high) == ("high", 0.0, 1.0)
+    assert "widen" not in w.action and "keep already reaches a hard limit" in w.action

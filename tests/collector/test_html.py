@@ -18,10 +18,12 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from hpc_tune.collector.checks.best_at_boundary import BestAtBoundary, BestAtBoundaryDetails
 from hpc_tune.collector.collect import TOP_K, summarize
 from hpc_tune.collector.digest import render_digest
 from hpc_tune.collector.html import render_html, write_report
 from hpc_tune.collector.plots import MAX_CURVES, MAX_PLOT_TRIALS, PLOT_NAMES, draw_plots, select_trials
+from hpc_tune.collector.summary import Confirmation, ConfirmedConfig, Summary
 from hpc_tune.storage.records import LoadedTrials, TrialRecord, read_trials, write_trial
 
 METRIC = "val_acc"
@@ -76,50 +78,52 @@ def build_study(
     return study, read_trials(study_dir)
 
 
-def confirmation_of(summary: dict[str, Any]) -> dict[str, Any]:
-    """A hand-written summary["confirmation"] for the study's top 3, 3 seeds each."""
+def confirmation_of(summary: Summary) -> Confirmation:
+    """A hand-written summary.confirmation for the study's top 3, 3 seeds each."""
     configs = []
-    for rank, top in enumerate(summary["top_k"][:3], start=1):
-        values = [top["value"] - 0.01 * rank + d for d in (-0.004, 0.0, 0.004)]
+    for rank, top in enumerate(summary.top_k[:3], start=1):
+        assert top.value is not None
+        values = [top.value - 0.01 * rank + d for d in (-0.004, 0.0, 0.004)]
         mean = sum(values) / 3
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
         configs.append(
-            {
-                "source_trial": top["trial"],
-                "params": top["params"],
-                "single_value": top["value"],
-                "mean": mean,
-                "sd": sd,
-                "n": 3,
-                "values": values,
-                "rank_single": rank,
-                "rank_mean": rank,
-            }
+            ConfirmedConfig(
+                source_trial=top.trial,
+                params=top.params,
+                single_value=top.value,
+                mean=mean,
+                sd=sd,
+                n=3,
+                values=values,
+                rank_single=rank,
+                rank_mean=rank,
+            )
         )
-    return {
-        "study": f"{summary['study']}-confirm",
-        "seeds": 3,
-        "configs": configs,
-        "ranking_changed": False,
-        "pick": configs[0]["source_trial"],
-        "single_winner_not_mean_winner": False,
-    }
+    return Confirmation(
+        study=f"{summary.study}-confirm",
+        metric=METRIC,
+        direction="maximize",
+        seeds=3,
+        configs=configs,
+        ranking_changed=False,
+        pick=configs[0].source_trial,
+        single_winner_not_mean_winner=False,
+    )
 
 
-WARNING = {
-    "code": "best_at_boundary",
-    "message": f"the best trial's opt is {EVIL} and lr sits at the high edge",
-    "action": "widen lr to [1e-05, 1]",
-    "details": {},
-}
+WARNING = BestAtBoundary(
+    message=f"the best trial's opt is {EVIL} and lr sits at the high edge",
+    action="widen lr to [1e-05, 1]",
+    details=BestAtBoundaryDetails(params={}),
+)
 
 
-def full_summary(study: optuna.Study, loaded: LoadedTrials, *, confirmed: bool = True) -> dict[str, Any]:
+def full_summary(study: optuna.Study, loaded: LoadedTrials, *, confirmed: bool = True) -> Summary:
     """summarize()'s summary with its real analysis, plus a warning that carries a user string and, when
     ``confirmed``, confirmation runs."""
     summary = summarize(study, loaded)
-    summary["analysis"]["warnings"] = [*summary["analysis"]["warnings"], WARNING]
-    summary["confirmation"] = confirmation_of(summary) if confirmed else None
+    summary.analysis.warnings = [*summary.analysis.warnings, WARNING]
+    summary.confirmation = confirmation_of(summary) if confirmed else None
     return summary
 
 
@@ -193,14 +197,14 @@ def test_warnings_and_recommendations_come_before_the_plots_and_user_strings_are
     study_dir = tmp_path / "demo"
     study, loaded = build_study(study_dir, 60)
     summary = full_summary(study, loaded)
-    assert summary["best"]["params"]["opt"] == EVIL
+    assert summary.best is not None and summary.best.params["opt"] == EVIL
     text = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir).html.read_text()
 
     warnings_at = text.index('<section id="warnings">')
     assert warnings_at < text.index('<section id="recommendations">') < text.index('<section id="plots">')
     warnings_section = text[warnings_at : text.index("</section>", warnings_at)]
-    for w in summary["analysis"]["warnings"]:
-        assert f'data-code="{w["code"]}"' in warnings_section
+    for w in summary.analysis.warnings:
+        assert f'data-code="{w.code}"' in warnings_section
     assert "the best trial&#39;s opt is &lt;script&gt;alert(1)&lt;/script&gt;" in warnings_section
     assert "Do: widen lr to [1e-05, 1]" in warnings_section
     # The user's "<script>" only ever appears escaped: the page's one script is its own.
@@ -213,7 +217,7 @@ def test_no_warnings_is_said_in_the_warnings_section(tmp_path: Path) -> None:
     study_dir = tmp_path / "demo"
     study, loaded = build_study(study_dir, 60)
     summary = full_summary(study, loaded)
-    summary["analysis"]["warnings"] = []
+    summary.analysis.warnings = []
     text = render_html(summary, [])
     section = text[text.index('<section id="warnings">') : text.index('<section id="recommendations">')]
     assert "No warnings" in section and "<li" not in section
@@ -226,22 +230,23 @@ def test_digest_holds_best_top5_warnings_and_the_next_step(tmp_path: Path) -> No
     files = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir)
     digest = files.digest.read_text(encoding="utf-8")
 
-    best = summary["best"]
-    assert f"**Best:** trial {best['trial']}, {METRIC} **{best['value']:.4g}**" in digest
+    best = summary.best
+    assert best is not None
+    assert f"**Best:** trial {best.trial}, {METRIC} **{best.value:.4g}**" in digest
     rows = [line for line in digest.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [int(r.split("|")[2]) for r in rows] == [t["trial"] for t in summary["top_k"]][:5]
+    assert [int(r.split("|")[2]) for r in rows] == [t.trial for t in summary.top_k][:5]
     assert len(rows) == min(5, TOP_K)
     assert "\\<script>alert(1)\\</script>" in rows[0]
-    for w in summary["analysis"]["warnings"]:
-        assert f"**{w['code']}**" in digest
+    for w in summary.analysis.warnings:
+        assert f"**{w.code}**" in digest
     assert "*Do:* widen lr to [1e-05, 1]" in digest
     assert "`hpctune rerun-top demo --k 5 --seeds 3`" in digest
     assert "`hpctune next demo -o next.yaml`" in digest
 
-    summary["confirmation"] = confirmation_of(summary)
+    summary.confirmation = confirmation_of(summary)
     confirmed = render_digest(summary)
     assert "rerun-top" not in confirmed.split("## Next step")[1]
-    assert f"Pick: trial {summary['confirmation']['pick']}" in confirmed
+    assert f"Pick: trial {summary.confirmation.pick}" in confirmed
 
 
 def test_one_parameter_without_curves_renders_with_notes_and_drops_stale_pngs(tmp_path: Path) -> None:
@@ -272,7 +277,8 @@ def test_a_plot_that_fails_is_a_note_and_leaves_no_figure_or_style_behind(tmp_pa
     study_dir = tmp_path / "demo"
     study, loaded = build_study(study_dir, 40)
     summary = full_summary(study, loaded)
-    summary["confirmation"]["configs"][0]["mean"] = "not a number"
+    assert summary.confirmation is not None
+    summary.confirmation.configs[0].mean = "not a number"  # type: ignore[assignment]
     facecolor = matplotlib.rcParams["axes.facecolor"]
     open_before = plt.get_fignums()
 
@@ -301,7 +307,8 @@ def test_a_large_study_is_downsampled_keeping_the_top_k_and_says_so(tmp_path: Pa
     assert f"{MAX_CURVES} of {len(trials):,} curves shown" in plots["learning_curves"].caption
     assert plots["history"].caption.startswith(f"{len(complete):,} completed trials")
 
-    keep = frozenset([*(t["trial"] for t in summary["top_k"]), summary["baseline"]["trial"]])
+    assert summary.baseline is not None
+    keep = frozenset([*(t.trial for t in summary.top_k), summary.baseline.trial])
     chosen = select_trials(complete, keep, MAX_PLOT_TRIALS)
     numbers = [t.number for t in chosen]
     assert len(chosen) == MAX_PLOT_TRIALS and keep <= set(numbers)

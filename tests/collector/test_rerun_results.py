@@ -17,6 +17,7 @@ from hpc_tune.collector.rerun_results import (
     pooled_sd,
     summarize_confirmation,
 )
+from hpc_tune.collector.summary import Confirmation, ConfirmedConfig
 
 LR = {"lr": FloatDistribution(1e-4, 1.0, log=True)}
 
@@ -57,8 +58,8 @@ def confirm_runs(
     return confirm.trials
 
 
-def by_source(summary: dict) -> dict[int, dict]:
-    return {c["source_trial"]: c for c in summary["configs"]}
+def by_source(summary: Confirmation) -> dict[int, ConfirmedConfig]:
+    return {c.source_trial: c for c in summary.configs}
 
 
 def test_single_seed_winner_that_was_noise_is_not_the_pick() -> None:
@@ -72,17 +73,17 @@ def test_single_seed_winner_that_was_noise_is_not_the_pick() -> None:
         study="s-confirm",
     )
     configs = by_source(summary)
-    assert summary["pick"] == 1
-    assert summary["single_winner_not_mean_winner"] is True
-    assert summary["ranking_changed"] is True
-    assert [c["source_trial"] for c in summary["configs"]] == [1, 2, 0]  # best mean first
-    assert (configs[0]["rank_single"], configs[0]["rank_mean"]) == (1, 3)
-    assert (configs[1]["rank_single"], configs[1]["rank_mean"]) == (2, 1)
-    assert configs[1]["mean"] == pytest.approx(0.80)
-    assert configs[1]["sd"] == pytest.approx(statistics.stdev([0.79, 0.81, 0.80]))
-    assert configs[1]["values"] == [0.79, 0.81, 0.80] and configs[1]["n"] == 3
-    assert configs[0]["single_value"] == 0.90 and configs[0]["params"] == {"lr": 0.01}
-    assert summary["study"] == "s-confirm" and summary["seeds"] == 3 and summary["metric"] == "val_acc"
+    assert summary.pick == 1
+    assert summary.single_winner_not_mean_winner is True
+    assert summary.ranking_changed is True
+    assert [c.source_trial for c in summary.configs] == [1, 2, 0]  # best mean first
+    assert (configs[0].rank_single, configs[0].rank_mean) == (1, 3)
+    assert (configs[1].rank_single, configs[1].rank_mean) == (2, 1)
+    assert configs[1].mean == pytest.approx(0.80)
+    assert configs[1].sd == pytest.approx(statistics.stdev([0.79, 0.81, 0.80]))
+    assert configs[1].values == [0.79, 0.81, 0.80] and configs[1].n == 3
+    assert configs[0].single_value == 0.90 and configs[0].params == {"lr": 0.01}
+    assert summary.study == "s-confirm" and summary.seeds == 3 and summary.metric == "val_acc"
 
 
 def test_confirmed_winner_keeps_its_rank() -> None:
@@ -90,9 +91,9 @@ def test_confirmed_winner_keeps_its_rank() -> None:
     summary = summarize_confirmation(
         original.trials, confirm_runs(original, {0: [0.88, 0.86], 1: [0.79, 0.81]}), "maximize"
     )
-    assert summary["pick"] == 0
-    assert summary["ranking_changed"] is False
-    assert summary["single_winner_not_mean_winner"] is False
+    assert summary.pick == 0
+    assert summary.ranking_changed is False
+    assert summary.single_winner_not_mean_winner is False
 
 
 def test_minimize_ranks_the_lowest_mean_first() -> None:
@@ -100,9 +101,9 @@ def test_minimize_ranks_the_lowest_mean_first() -> None:
     summary = summarize_confirmation(
         original.trials, confirm_runs(original, {0: [0.30, 0.32], 1: [0.21, 0.19]}), "minimize"
     )
-    assert summary["pick"] == 1
-    assert by_source(summary)[0]["rank_single"] == 1
-    assert summary["single_winner_not_mean_winner"] is True
+    assert summary.pick == 1
+    assert by_source(summary)[0].rank_single == 1
+    assert summary.single_winner_not_mean_winner is True
 
 
 def test_one_seed_has_no_sd_and_failed_runs_do_not_count() -> None:
@@ -111,10 +112,10 @@ def test_one_seed_has_no_sd_and_failed_runs_do_not_count() -> None:
         original.trials, confirm_runs(original, {0: [0.85, None], 1: [None, None]}), "maximize"
     )
     configs = by_source(summary)
-    assert configs[0]["n"] == 1 and configs[0]["sd"] is None and configs[0]["mean"] == 0.85
-    assert configs[1]["n"] == 0 and configs[1]["mean"] is None and configs[1]["rank_mean"] is None
-    assert summary["pick"] == 0
-    assert [c["source_trial"] for c in summary["configs"]] == [0, 1]  # no mean: last
+    assert configs[0].n == 1 and configs[0].sd is None and configs[0].mean == 0.85
+    assert configs[1].n == 0 and configs[1].mean is None and configs[1].rank_mean is None
+    assert summary.pick == 0
+    assert [c.source_trial for c in summary.configs] == [0, 1]  # no mean: last
     assert pooled_sd(summary) is None  # no configuration with two runs
     assert pooled_sd(None) is None
     assert "pick: trial 0 (best mean, also the single-seed winner)" in format_confirmation(summary)
@@ -133,7 +134,7 @@ def test_pooled_sd_weights_each_configuration_by_its_degrees_of_freedom() -> Non
 def test_no_run_finished_yet_means_no_pick() -> None:
     original = study_with([0.9])
     summary = summarize_confirmation(original.trials, confirm_runs(original, {0: [None]}), "maximize")
-    assert summary["pick"] is None and summary["single_winner_not_mean_winner"] is False
+    assert summary.pick is None and summary.single_winner_not_mean_winner is False
     assert "pick: none yet" in format_confirmation(summary)
 
 
@@ -144,7 +145,7 @@ def test_trials_that_confirm_nothing_are_ignored() -> None:
         create_trial(state=TrialState.COMPLETE, value=5.0, params={"lr": 0.5}, distributions=LR)
     )
     summary = summarize_confirmation(original.trials, confirm.trials, "maximize")
-    assert summary["configs"] == [] and summary["pick"] is None
+    assert summary.configs == [] and summary.pick is None
 
 
 def test_format_names_the_single_winner_and_its_rank_by_mean() -> None:
@@ -179,5 +180,5 @@ def test_load_confirmation_finds_the_linked_study_on_the_same_storage() -> None:
     confirm = optuna.create_study(study_name="s-confirm", storage=storage, direction="maximize")
     confirm_runs(original, {1: [0.85, 0.87]}, confirm)
     found = load_confirmation(storage, original)
-    assert found is not None and found["study"] == "s-confirm"
-    assert [(c["source_trial"], c["n"]) for c in found["configs"]] == [(1, 2)]
+    assert found is not None and found.study == "s-confirm"
+    assert [(c.source_trial, c.n) for c in found.configs] == [(1, 2)]

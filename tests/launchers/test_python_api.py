@@ -128,7 +128,7 @@ def test_debug_runs_the_workers_in_this_process_from_a_mapping(tmp_path: Path) -
     launched = hpc_tune.launch(raw, "0-1", executor="debug")
     assert isinstance(launched, Launched) and launched.indices == (0, 1) and len(launched.jobs) == 2
     collected = launched.result()
-    assert collected.summary["budget"]["finished"] == 3 and collected.summary["counts"]["RUNNING"] == 0
+    assert collected.summary.budget.finished == 3 and collected.summary.counts.RUNNING == 0
     assert collected.summary_path == tmp_path / "runs" / "api-debug" / "summary.json"
     reports = launched.reports()
     assert sum(r.trials_run for r in reports) == 3 and {r.stopped_by for r in reports} == {"budget"}
@@ -149,7 +149,7 @@ def test_local_two_workers_on_the_journal_store(tmp_path: Path) -> None:
     launched = hpc_tune.launch(cfg, "0-1", executor="local")
     assert launched.executor == "local" and [j.job_id for j in launched.jobs] != []
     collected = launched.result()
-    assert collected.summary["budget"] == {"trials": 6, "finished": 6, "retried": 0}
+    assert collected.summary.budget.model_dump() == {"trials": 6, "finished": 6, "retried": 0}
     assert collected.summary_path.is_file() and collected.csv_path.is_file()
     reports = launched.reports()
     assert [r.index for r in reports] == [0, 1]
@@ -168,7 +168,7 @@ def test_local_percent_limit_starts_only_that_many_workers(tmp_path: Path) -> No
     cfg = write_config(tmp_path, study="api-limit", trials=2, epochs=1)
     launched = hpc_tune.launch(cfg, "0-3%1", executor="local")
     assert launched.indices == (0,) and len(launched.jobs) == 1
-    assert launched.result().summary["budget"]["finished"] == 2
+    assert launched.result().summary.budget.finished == 2
 
 
 @pytest.mark.slow
@@ -227,7 +227,7 @@ def test_local_walltime_signal_hands_the_trial_on_and_submitit_restarts_the_task
     ]
     # Resumed by the restarted task (submitit's local requeue is an exit 144 and a new process), not this one.
     assert worker_of(continued)["pid"] != first_pid
-    assert collected.summary["budget"]["finished"] == 2
+    assert collected.summary.budget.finished == 2
     log = launched.jobs[0].stdout() or ""  # submitit's own log lines
     assert log.count("Requeued job") == 1, log
     assert launched.reports()[0].stopped_by == "budget"  # the result is the rerun's
@@ -262,7 +262,7 @@ def test_local_password_travels_in_the_environment_never_in_submitit_files(
     cfg = write_config(tmp_path, study="api-secret", trials=4, epochs=1)
     launched = hpc_tune.launch(cfg, "0-1", executor="local", storage=pg_secret_db["url_with_password"])
     collected = launched.result()
-    assert collected.summary["budget"]["finished"] == 4
+    assert collected.summary.budget.finished == 4
     assert_budget(study_of(cfg, pg_secret_db["url_with_password"]), 4)
     written = files_under(launched.folder)
     assert any(p.name.endswith("_submitted.pkl") for p in written)
@@ -311,7 +311,7 @@ def test_slurm_two_tasks_on_postgres_then_the_collector(
         assert line in script, script
     wait_for_jobs(_all_job_ids(launched), timeout=300)
     collected = launched.result()
-    assert collected.summary["budget"] == {"trials": 8, "finished": 8, "retried": 0}
+    assert collected.summary.budget.model_dump() == {"trials": 8, "finished": 8, "retried": 0}
     assert collected.summary_path.is_file()
     assert_budget(study_of(cfg), 8)
     reports = launched.reports()
@@ -363,7 +363,7 @@ def test_slurm_walltime_signal_is_requeued_by_submitit_once_and_resumed(
     ]
     assert worker_of(continued)["restart_count"] == 1  # run by the requeued job
     assert_budget(study_of(cfg), 2)
-    assert collected.summary["budget"]["finished"] == 2
+    assert collected.summary.budget.finished == 2
     log = launched.jobs[0].stdout() or ""  # submitit's own log lines
     assert log.count("Requeued job") == 1, log  # submitit requeued, once; the worker did not
     assert log.count("Starting with JobEnvironment") == 2  # the first run and the requeued one

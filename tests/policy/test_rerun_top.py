@@ -327,9 +327,9 @@ def test_an_objective_without_space_gets_the_sources_parameters_and_its_seed(tmp
     # The original's collector finds the linked study through the link rerun-top left on it.
     spec = resolve_storage(None, load_config(cfg).study_dir)
     found = load_confirmation(open_store(spec).storage, original)
-    assert found is not None and found["study"] == "t-digits-confirm"
-    assert sorted(c["source_trial"] for c in found["configs"]) == sorted(plan.sources)
-    assert all(c["n"] == 2 and c["sd"] is not None for c in found["configs"])
+    assert found is not None and found.study == "t-digits-confirm"
+    assert sorted(c.source_trial for c in found.configs) == sorted(plan.sources)
+    assert all(c.n == 2 and c.sd is not None for c in found.configs)
 
 
 # --------------------------------------------------------------------------------------------- SLURM
