@@ -358,7 +358,7 @@ def check_summary(summary: Any, expected: list[Simulated], where: str) -> list[s
 def check_report(result: Any, study_dir: Path) -> tuple[list[str], str]:
     """report.html embeds every plot that can be drawn for this study and plots/ holds each; returns the
     problems and a one-line description."""
-    from hpc_tune.collector.plots import PLOT_NAMES
+    from hpc_tune.collector.figures import PLOT_NAMES
 
     problems: list[str] = []
     if result.report is None:

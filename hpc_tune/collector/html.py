@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 from hpc_tune.atomic import atomic_open, atomic_write_text
 from hpc_tune.collector.digest import fmt_params, fmt_value, next_steps, render_digest
-from hpc_tune.collector.plots import Plot, draw_plots
+from hpc_tune.collector.figures import Plot, report_figures
 from hpc_tune.collector.summary import Summary
 
 __all__ = ["DIGEST_MD", "PLOTS_DIR", "REPORT_HTML", "ReportFiles", "render_html", "write_report"]
@@ -99,7 +99,7 @@ def write_report(
 ) -> ReportFiles:
     """Draw the plots and write the three kinds of file; a plot that could not be drawn is a note in the
     HTML, and its PNG from an earlier report is removed so that plots/ never shows a stale figure."""
-    plots = draw_plots(summary, trials, records)
+    plots = report_figures(summary, trials, records)
     written = _write_pngs(plots, study_dir / PLOTS_DIR)
     digest = study_dir / DIGEST_MD
     atomic_write_text(digest, render_digest(summary))

@@ -34,6 +34,7 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from hpc_tune.collector.analysis_model import Analysis, Importance, ImportanceSkipped  # noqa: E402
+from hpc_tune.collector.figures import PLOT_NAMES, PLOT_TITLES, Plot  # noqa: E402
 from hpc_tune.collector.formatting import quiet_optuna  # noqa: E402
 from hpc_tune.collector.summary import Summary  # noqa: E402
 from hpc_tune.policy.ranking import has_value, is_promoted  # noqa: E402
@@ -45,28 +46,7 @@ _logger = logging.getLogger(__name__)
 MAX_PLOT_TRIALS = 500
 MAX_CURVES = 200
 DPI = 100
-PLOT_NAMES = (
-    "history",
-    "learning_curves",
-    "importance",
-    "parallel",
-    "contour",
-    "slice",
-    "rank_correlation",
-    "confirmation",
-)
 _HIGHLIGHT = matplotlib.colormaps["tab10"]
-
-
-@dataclass(frozen=True)
-class Plot:
-    """One figure of the report: ``png`` with its ``caption``, or no ``png`` and a ``note`` saying why."""
-
-    name: str
-    title: str
-    png: bytes | None
-    note: str | None = None
-    caption: str = ""
 
 
 class Unavailable(Exception):
@@ -105,21 +85,21 @@ def draw_plots(
     keep = frozenset(n for n in (*top, best, baseline) if n is not None)
     ctx = _Context(summary, trials, records, keep, top, baseline)
     sample = _LazySample(ctx)
-    drawers: list[tuple[str, str, Callable[[], tuple[Figure, str]]]] = [
-        ("history", "Optimization history", lambda: _history(ctx)),
-        ("learning_curves", "Learning curves", lambda: _learning_curves(ctx)),
-        ("importance", "Parameter importance", lambda: _importance(ctx)),
-        ("parallel", "Parallel coordinates", lambda: _parallel(ctx, sample)),
-        ("contour", "Contour of the two most important parameters", lambda: _contour(ctx, sample)),
-        ("slice", "Slice plots of the most important parameters", lambda: _slice(ctx, sample)),
-        ("rank_correlation", "Rank correlation with the final value, by epoch", lambda: _rank_corr(ctx)),
-        ("confirmation", "Confirmation runs: mean ± sd over seeds", lambda: _confirmation(ctx)),
-    ]
+    drawers: dict[str, Callable[[], tuple[Figure, str]]] = {
+        "history": lambda: _history(ctx),
+        "learning_curves": lambda: _learning_curves(ctx),
+        "importance": lambda: _importance(ctx),
+        "parallel": lambda: _parallel(ctx, sample),
+        "contour": lambda: _contour(ctx, sample),
+        "slice": lambda: _slice(ctx, sample),
+        "rank_correlation": lambda: _rank_corr(ctx),
+        "confirmation": lambda: _confirmation(ctx),
+    }
     # Optuna's plots are experimental and chatty (ExperimentalWarning, 'study created' logs), and matplotlib
     # warns about degenerate axes (a parameter with one value): not the user's concern when they asked for a
     # report, and the collector's terminal output must stay readable.
     with quiet_optuna(optuna.logging.ERROR, (ExperimentalWarning, UserWarning)):
-        return [_draw(name, title, draw) for name, title, draw in drawers]
+        return [_draw(name, title, drawers[name]) for name, title in PLOT_TITLES.items()]
 
 
 def _draw(name: str, title: str, draw: Callable[[], tuple[Figure, str]]) -> Plot:

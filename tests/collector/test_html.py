@@ -7,6 +7,8 @@ import base64
 import io
 import math
 import random
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from optuna.trial import TrialState, create_trial
 from hpc_tune.collector.checks.best_at_boundary import BestAtBoundary, BestAtBoundaryDetails
 from hpc_tune.collector.collect import TOP_K, summarize
 from hpc_tune.collector.digest import render_digest
+from hpc_tune.collector.figures import NO_MATPLOTLIB, PLOT_NAMES
 from hpc_tune.collector.html import render_html, write_report
-from hpc_tune.collector.plots import MAX_CURVES, MAX_PLOT_TRIALS, PLOT_NAMES, draw_plots, select_trials
+from hpc_tune.collector.plots import MAX_CURVES, MAX_PLOT_TRIALS, draw_plots, select_trials
 from hpc_tune.collector.summary import Confirmation, ConfirmedConfig, Summary
 from hpc_tune.storage.records import LoadedTrials, TrialRecord, read_trials, write_trial
 
@@ -317,3 +320,45 @@ def test_a_large_study_is_downsampled_keeping_the_top_k_and_says_so(tmp_path: Pa
     # An even sample spans the whole study, not its first trials.
     gaps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
     assert numbers[-1] > 0.95 * len(trials) and max(gaps) < 20
+
+
+def test_without_matplotlib_collect_writes_everything_and_says_why_there_are_no_figures(
+    tmp_path: Path,
+) -> None:
+    """A core install (no hpc-tune[report]) collects too: matplotlib is made unimportable in a real
+    ``hpctune collect`` process, which writes summary.json, trials.csv, summary.md and report.html."""
+    study_dir = tmp_path / "runs" / "nomatplotlib"
+    study, _ = build_study(study_dir, 12)
+    backend = optuna.storages.journal.JournalFileBackend(str(study_dir / "journal.log"))
+    on_disk = optuna.create_study(
+        study_name=study.study_name, storage=optuna.storages.JournalStorage(backend), direction="maximize"
+    )
+    on_disk.add_trials(study.get_trials())
+    for key, value in study.user_attrs.items():
+        on_disk.set_user_attr(key, value)
+    block = (
+        "import importlib.abc, sys\n"
+        "class NoMatplotlib(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoMatplotlib())\n"
+        "from hpc_tune.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", block, "collect", "nomatplotlib", "--results", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "matplotlib" not in proc.stderr  # no traceback, no warning: a report without images is expected
+    for name in ("summary.json", "trials.csv", "summary.md", "report.html"):
+        assert (study_dir / name).is_file(), name
+    figures = figures_of((study_dir / "report.html").read_text())
+    assert set(figures) == set(PLOT_NAMES) and not any(figures.values())
+    page = (study_dir / "report.html").read_text()
+    assert page.count(NO_MATPLOTLIB.split(" (")[0]) == len(PLOT_NAMES)
+    assert not (study_dir / "plots").exists() or not list((study_dir / "plots").glob("*.png"))

@@ -12,8 +12,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from hpc_tune.collector.figures import PLOT_NAMES
 from hpc_tune.collector.html import write_report
-from hpc_tune.collector.plots import PLOT_NAMES
 from tests.collector.test_html import build_study, full_summary
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
