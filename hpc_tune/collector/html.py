@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 from hpc_tune.atomic import atomic_open, atomic_write_text
 from hpc_tune.collector.digest import fmt_params, fmt_value, next_steps, render_digest
-from hpc_tune.collector.figures import Plot, report_figures
+from hpc_tune.collector.figures import NO_MATPLOTLIB, PLOT_TITLES, Plot
 from hpc_tune.collector.summary import Summary
 
 __all__ = ["DIGEST_MD", "PLOTS_DIR", "REPORT_HTML", "ReportFiles", "render_html", "write_report"]
@@ -119,3 +119,16 @@ def _write_pngs(plots: Sequence[Plot], folder: Path) -> list[Path]:
             handle.write(plot.png)
         written.append(path)
     return written
+
+
+def report_figures(
+    summary: Summary, trials: Sequence[FrozenTrial], records: Mapping[int, Mapping[str, Any]]
+) -> list[Plot]:
+    """Every figure, drawn, or (without matplotlib) a note in its place."""
+    try:
+        from hpc_tune.collector.plots import draw_plots
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "matplotlib":
+            raise
+        return [Plot(name, title, None, NO_MATPLOTLIB) for name, title in PLOT_TITLES.items()]
+    return draw_plots(summary, trials, records)

@@ -143,77 +143,8 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        if isinstance(self.task, CommandTask):
-            self._check_command(self.task)
-        if self.space is None:
-            needs = "phases" if self.phases else "sampler grid" if self.sampler.type == "grid" else None
-            if needs:
-                raise ValueError(
-                    f"{needs} needs space: (the parameters must be known before the first trial)"
-                )
-            return self
-        if self.baseline:
-            unknown = sorted(set(self.baseline) - set(self.space))
-            if unknown:
-                raise ValueError(f"baseline has '{unknown[0]}', which is not in space")
-        if self.phases:
-            listed = [p for phase in self.phases for p in phase]
-            unknown = sorted(set(listed) - set(self.space))
-            if unknown:
-                raise ValueError(f"phases name '{unknown[0]}', which is not in space")
-            if len(listed) != len(set(listed)):
-                raise ValueError("phases list a parameter twice")
-            if len(self.phases) > self.trials:
-                raise ValueError(f"{len(self.phases)} phases need at least as many trials")
-            later = [p for phase in self.phases[1:] for p in phase]
-            missing = [p for p in later if p not in (self.baseline or {}) and not self.space[p].when]
-            if missing:
-                raise ValueError(
-                    f"phases: '{missing[0]}' is tuned in a later phase, so baseline needs its value "
-                    "for the phases before"
-                )
-            if self.fidelity is not None and self.fidelity.promote_top:
-                raise ValueError(
-                    "phases and fidelity.promote_top cannot be combined (yet): run them as two studies"
-                )
-        if self.sampler.type == "grid":
-            if grid_size(self.space) is None:
-                raise ValueError(
-                    "sampler grid needs every parameter discrete (categorical, int without log, "
-                    "or float with step)"
-                )
-            if any(spec.when for spec in self.space.values()):
-                raise ValueError("sampler grid cannot run conditional parameters (when:)")
+        _check_across_keys(self)
         return self
-
-    def _check_command(self, task: CommandTask) -> None:
-        if self.space is None:
-            raise ValueError("a command task needs space: (the script cannot ask for its parameters)")
-        clash = sorted(set(self.space) & set(COMMAND_PLACEHOLDERS))
-        if clash:
-            raise ValueError(
-                f"space.{clash[0]}: a parameter cannot have the name of the placeholder {{{clash[0]}}}, "
-                "which hpctune fills itself; rename it"
-            )
-        known = set(self.space) | set(COMMAND_PLACEHOLDERS)
-        for name in command_placeholders(task.command):
-            if name in self.space and self.space[name].when:
-                env = "HPCTUNE_PARAM_" + "".join(c if c.isalnum() else "_" for c in name.upper())
-                raise ValueError(
-                    f"task.command: {{{name}}} is conditional (when:), so some trials have no value for it; "
-                    f"read it from the environment instead ({env}, set only when active, or HPCTUNE_PARAMS)"
-                )
-            if name not in known:
-                hint = difflib.get_close_matches(name, sorted(known), n=1)
-                raise ValueError(
-                    f"task.command: unknown placeholder {{{name}}}"
-                    + (f" (did you mean {{{hint[0]}}}?)" if hint else "")
-                    + f"; known: the space's parameters and {', '.join(COMMAND_PLACEHOLDERS)}"
-                )
-        if task.metrics_regex is not None and self.metric not in re.compile(task.metrics_regex).groupindex:
-            raise ValueError(
-                f"task.metrics_regex has no group for the metric: add (?P<{self.metric}>...) to it"
-            )
 
     @property
     def task_spec(self) -> str:
@@ -270,3 +201,77 @@ class LoadedConfig(BaseModel):
             return self.study_dir / "server"
         path = Path(given)
         return (path if path.is_absolute() else self.root / path).resolve()
+
+
+def _check_across_keys(config: Config) -> None:
+    """What no single key can check: the space against the baseline, phases, grid and a command's
+    placeholders. Raises ValueError, which pydantic reports with the config's name."""
+    if isinstance(config.task, CommandTask):
+        _check_command(config, config.task)
+    if config.space is None:
+        needs = "phases" if config.phases else "sampler grid" if config.sampler.type == "grid" else None
+        if needs:
+            raise ValueError(f"{needs} needs space: (the parameters must be known before the first trial)")
+        return
+    if config.baseline:
+        unknown = sorted(set(config.baseline) - set(config.space))
+        if unknown:
+            raise ValueError(f"baseline has '{unknown[0]}', which is not in space")
+    if config.phases:
+        listed = [p for phase in config.phases for p in phase]
+        unknown = sorted(set(listed) - set(config.space))
+        if unknown:
+            raise ValueError(f"phases name '{unknown[0]}', which is not in space")
+        if len(listed) != len(set(listed)):
+            raise ValueError("phases list a parameter twice")
+        if len(config.phases) > config.trials:
+            raise ValueError(f"{len(config.phases)} phases need at least as many trials")
+        later = [p for phase in config.phases[1:] for p in phase]
+        missing = [p for p in later if p not in (config.baseline or {}) and not config.space[p].when]
+        if missing:
+            raise ValueError(
+                f"phases: '{missing[0]}' is tuned in a later phase, so baseline needs its value "
+                "for the phases before"
+            )
+        if config.fidelity is not None and config.fidelity.promote_top:
+            raise ValueError(
+                "phases and fidelity.promote_top cannot be combined (yet): run them as two studies"
+            )
+    if config.sampler.type == "grid":
+        if grid_size(config.space) is None:
+            raise ValueError(
+                "sampler grid needs every parameter discrete (categorical, int without log, "
+                "or float with step)"
+            )
+        if any(spec.when for spec in config.space.values()):
+            raise ValueError("sampler grid cannot run conditional parameters (when:)")
+
+
+def _check_command(config: Config, task: CommandTask) -> None:
+    if config.space is None:
+        raise ValueError("a command task needs space: (the script cannot ask for its parameters)")
+    clash = sorted(set(config.space) & set(COMMAND_PLACEHOLDERS))
+    if clash:
+        raise ValueError(
+            f"space.{clash[0]}: a parameter cannot have the name of the placeholder {{{clash[0]}}}, "
+            "which hpctune fills itself; rename it"
+        )
+    known = set(config.space) | set(COMMAND_PLACEHOLDERS)
+    for name in command_placeholders(task.command):
+        if name in config.space and config.space[name].when:
+            env = "HPCTUNE_PARAM_" + "".join(c if c.isalnum() else "_" for c in name.upper())
+            raise ValueError(
+                f"task.command: {{{name}}} is conditional (when:), so some trials have no value for it; "
+                f"read it from the environment instead ({env}, set only when active, or HPCTUNE_PARAMS)"
+            )
+        if name not in known:
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            raise ValueError(
+                f"task.command: unknown placeholder {{{name}}}"
+                + (f" (did you mean {{{hint[0]}}}?)" if hint else "")
+                + f"; known: the space's parameters and {', '.join(COMMAND_PLACEHOLDERS)}"
+            )
+    if task.metrics_regex is not None and config.metric not in re.compile(task.metrics_regex).groupindex:
+        raise ValueError(
+            f"task.metrics_regex has no group for the metric: add (?P<{config.metric}>...) to it"
+        )
