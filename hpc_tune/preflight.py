@@ -17,12 +17,14 @@ from typing import Any
 from hpc_tune import attrs
 from hpc_tune.config import Config, LoadedConfig
 from hpc_tune.config.lint import LintFinding, lint, lint_for_task
-from hpc_tune.errors import HpcTuneError
+from hpc_tune.errors import HpcTuneError, StorageError
 from hpc_tune.policy.shared_study import existing_study_attrs
 from hpc_tune.slurm import ArraySpec
 from hpc_tune.storage.connections import peak_connections
 from hpc_tune.storage.probe import DatabaseProbe, probe_database
-from hpc_tune.storage.url import StorageSpec, resolve_storage
+from hpc_tune.storage.server.binaries import find_binaries
+from hpc_tune.storage.server.service import SPARE_CONNECTIONS, running_address
+from hpc_tune.storage.url import StorageSpec, spec_of
 from hpc_tune.tasks.base import load_task
 
 
@@ -37,9 +39,12 @@ class Preflight:
     storage: str
     database: DatabaseProbe | None = None
     workers: int | None = None
+    server: str | None = None  # storage: server: the binaries it will run and whether it runs now
 
     def database_line(self) -> str | None:
         """What the database said, for a reader deciding whether to submit."""
+        if self.server is not None:
+            return self.server
         db = self.database
         if db is None or not db.reachable:
             return None
@@ -70,14 +75,18 @@ def preflight(loaded: LoadedConfig, array: ArraySpec | None = None) -> Preflight
     config = loaded.config
     task = load_task(config.task, loaded.root, has_space=config.space is not None)
     findings = lint(config) + lint_for_task(config, task.kind)
-    spec = resolve_storage(config.storage, loaded.study_dir)
+    spec = spec_of(loaded)
     workers = _workers(config, array)
     database = None
-    if spec.is_postgres:
+    server = None
+    if spec.is_server:
+        server, found = _study_server(loaded, workers)
+        findings += found
+    elif spec.is_postgres:
         database = probe_database(spec)
         findings += lint_database(config, spec, database, workers)
     recorded = None
-    if database is None or database.reachable:  # an unreachable one was just reported: do not wait twice
+    if not spec.is_server and (database is None or database.reachable):  # do not wait twice
         try:
             # A study submitted before: is this config still the one its trials ran with?
             recorded = existing_study_attrs(spec, config.study)
@@ -86,7 +95,35 @@ def preflight(loaded: LoadedConfig, array: ArraySpec | None = None) -> Preflight
     if recorded is not None:
         findings += lint_against_study(config, recorded)
     storage = "embedded" if config.embedded else spec.display
-    return Preflight(loaded, task.kind, findings, storage, database, workers)
+    return Preflight(loaded, task.kind, findings, storage, database, workers, server)
+
+
+def _study_server(loaded: LoadedConfig, workers: int | None) -> tuple[str, list[LintFinding]]:
+    """Which PostgreSQL the study server will run (or how to get one), whether it runs, and a
+    ``server.max_connections`` too small for the array."""
+    try:
+        bins = find_binaries(loaded.config.server.bin_dir)
+    except StorageError as exc:
+        return f"storage: the study server has no PostgreSQL here: {exc.what}", [
+            LintFinding("server.bin_dir", exc.what)
+        ]
+    address = running_address(loaded)
+    state = f"runs at {address.where()}" if address is not None else "is not running (submit starts it)"
+    line = f"storage: the study server will run {bins.describe()}; it {state}"
+    setting = loaded.config.server.max_connections
+    if setting == "auto" or workers is None:
+        return line, []
+    needed = peak_connections(workers, loaded.config.worker.pool)
+    if needed + SPARE_CONNECTIONS <= setting:
+        return line, []
+    return line, [
+        LintFinding(
+            "server.max_connections",
+            f"is {setting} but {workers} workers at once need up to {needed} connections, plus "
+            f"{SPARE_CONNECTIONS} for collect, status and a dashboard: set it to "
+            f"{needed + SPARE_CONNECTIONS} or auto",
+        )
+    ]
 
 
 def _workers(config: Config, array: ArraySpec | None) -> int | None:

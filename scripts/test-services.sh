@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs besides Python packages: PostgreSQL binaries (the suite starts its own throw-away
-# server), a headless Chromium (the report's browser test) and a running one-node SLURM
-# (scripts/slurm-local.sh). Idempotent; says what it did.
+# server), a headless Chromium (the report's browser test), an unprivileged user for the study server's
+# tests (PostgreSQL refuses root) and a running one-node SLURM (scripts/slurm-local.sh). Idempotent; says
+# what it did.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 newest_pg_bin() { { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | tail -n 1; }
@@ -23,5 +24,25 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get install -y -qq chromium >/dev/null
 else
     echo "test-services: Chromium found at $(command -v chromium)"
+fi
+# The study server's tests run hpctune as an ordinary user, as on a cluster: that user must exist on the node
+# (SLURM runs its jobs) and reach the repository and the venv's interpreter (each folder above them
+# traversable; nothing made readable that was not).
+tester="${HPCTUNE_TEST_USER:-hpctune-tester}"
+if [ "$(id -u)" = 0 ]; then
+    if ! id "$tester" >/dev/null 2>&1; then
+        useradd --system --create-home --shell /bin/bash "$tester"
+        echo "test-services: created the unprivileged user $tester"
+    else
+        echo "test-services: unprivileged user $tester found"
+    fi
+    repo="$(cd "$here/.." && pwd)"
+    for target in "$repo" "$(readlink -f "$repo/.venv/bin/python" 2>/dev/null || true)"; do
+        dir="$target"
+        while [ -n "$dir" ] && [ "$dir" != "/" ]; do
+            [ -d "$dir" ] && chmod o+x "$dir"
+            dir="$(dirname "$dir")"
+        done
+    done
 fi
 bash "$here/slurm-local.sh"

@@ -6,10 +6,14 @@ directory on a random port. In CI (CI=true) a missing PostgreSQL is a failure, n
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -206,3 +210,67 @@ def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:  # typ
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+# --- an unprivileged user, for the study server (PostgreSQL refuses root) -----------------------------------
+
+TEST_USER = os.environ.get("HPCTUNE_TEST_USER", "hpctune-tester")
+
+
+@dataclass
+class StudyUser:
+    """An ordinary user (scripts/test-services.sh creates it) and a folder of theirs to work in."""
+
+    name: str
+    home: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HPCTUNE_", "SLURM_", "PG"))}
+        env.update(HOME=str(self.home), USER=self.name, LOGNAME=self.name, PYTHONUNBUFFERED="1")
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        env.update(extra)
+        return env
+
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 300, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """``args`` as this user (``hpctune ...`` runs ``python -m hpc_tune ...``), in ``cwd`` or home."""
+        argv = [sys.executable, "-m", "hpc_tune", *args[1:]] if args[0] == "hpctune" else list(args)
+        return subprocess.run(
+            ["runuser", "-u", self.name, "--", *argv],
+            cwd=cwd or self.home,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def own(self, path: Path) -> Path:
+        shutil.chown(path, self.name, self.name)
+        return path
+
+
+@pytest.fixture
+def tester() -> Iterator[StudyUser]:
+    """A fresh folder owned by the unprivileged user; in CI the user must exist (a failure, not a skip)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        home = Path(tempfile.mkdtemp(prefix="hpctune-tester-"))
+        yield StudyUser(pwd.getpwuid(os.geteuid()).pw_name, home)  # already unprivileged: run as ourselves
+        shutil.rmtree(home, ignore_errors=True)
+        return
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        unavailable(f"the unprivileged user {TEST_USER} does not exist (run scripts/test-services.sh)")
+    home = Path(tempfile.mkdtemp(prefix="hpctune-tester-"))
+    shutil.chown(home, TEST_USER, TEST_USER)
+    try:
+        yield StudyUser(TEST_USER, home)
+    finally:
+        # Stop whatever server a failed test left, then remove its files.
+        for pid_file in home.rglob("address.json"):
+            with contextlib.suppress(Exception):
+                os.kill(int(json.loads(pid_file.read_text())["pid"]), signal.SIGTERM)
+        shutil.rmtree(home, ignore_errors=True)

@@ -43,7 +43,7 @@ def test_init_then_check_passes(tmp_path: Path) -> None:
     assert code == 0
     assert out == (
         "warning: storage: is the embedded journal, which has no heartbeat for killed tasks: SLURM arrays "
-        "of more than one task need PostgreSQL (render and submit refuse them)\n"
+        "of more than one task need PostgreSQL, storage: server or a site's (render and submit refuse them)\n"
         "ok: study digits-mlp, 5 parameters, 24 trials x 15 epochs, sampler tpe, pruner median, "
         "storage embedded (1 warning)\n"
     )

@@ -5,7 +5,13 @@ One module per group of commands; importing this package registers all of them o
 
 from __future__ import annotations
 
-from hpc_tune.cli import local_commands, slurm_commands, status, study_commands  # noqa: F401 (registers)
+from hpc_tune.cli import (  # noqa: F401 (importing registers the commands)
+    local_commands,
+    server_commands,
+    slurm_commands,
+    status,
+    study_commands,
+)
 from hpc_tune.cli.app import cli
 
 __all__ = ["cli", "main"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,8 +18,11 @@ from hpc_tune.cli.app import (
     setup_logging,
     storage_option,
 )
-from hpc_tune.config import DEFAULT_CONFIG
+from hpc_tune.config import DEFAULT_CONFIG, LoadedConfig
 from hpc_tune.errors import ConfigError, HpcTuneError
+
+if TYPE_CHECKING:
+    from hpc_tune.launchers.local import LocalReport
 
 
 @cli.command()
@@ -112,16 +115,35 @@ def worker(
 @click.option("-w", "--workers", type=click.IntRange(1, 256), default=2, show_default=True)
 def run(config_path: Path, storage: str | None, local: bool, workers: int) -> int:
     """Run N worker processes here on one study, then collect it."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from hpc_tune.collector.collect import collect_shared, format_table
-    from hpc_tune.launchers.local import first_worker_error, run_local
+    from hpc_tune.launchers.local import first_worker_error
+    from hpc_tune.policy.locate import served
     from hpc_tune.policy.shared_study import open_study
 
     setup_logging(False)
     loaded = load(config_path, storage)
     c = loaded.config
+    with served(loaded, storage, workers=workers):
+        report = _run_with_progress(loaded, storage, workers)
+        if report.failed_workers:
+            why = first_worker_error(report) or f"exit codes {report.failed_workers}"
+            raise HpcTuneError(f"worker failed: {why}", report.logs[0].parent)
+        shared = open_study(loaded, storage, with_heartbeat=False)
+        result = collect_shared(shared, loaded.study_dir, config=c)
+    click.echo(format_table(result.summary))
+    if report.recovered_trials:
+        click.echo(f"recovered trials of killed workers: {report.recovered_trials} (retried)")
+    echo_paths(result)
+    return 0
+
+
+def _run_with_progress(loaded: LoadedConfig, storage: str | None, workers: int) -> LocalReport:
+    """``run_local`` with a progress bar on stderr (the table and paths go to stdout)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hpc_tune.launchers.local import run_local
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -133,7 +155,7 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
         redirect_stdout=False,
         redirect_stderr=False,
     ) as progress:
-        bar = progress.add_task(c.study, total=c.trials, detail="")
+        bar = progress.add_task(loaded.config.study, total=loaded.config.trials, detail="")
 
         def show(counts: dict[str, int]) -> None:
             progress.update(
@@ -142,14 +164,4 @@ def run(config_path: Path, storage: str | None, local: bool, workers: int) -> in
                 detail=(f"running {counts['RUNNING']}  pruned {counts['PRUNED']}  failed {counts['FAIL']}"),
             )
 
-        report = run_local(loaded, storage, workers, on_progress=show)
-    if report.failed_workers:
-        why = first_worker_error(report) or f"exit codes {report.failed_workers}"
-        raise HpcTuneError(f"worker failed: {why}", report.logs[0].parent)
-    shared = open_study(loaded, storage, with_heartbeat=False)
-    result = collect_shared(shared, loaded.study_dir, config=c)
-    click.echo(format_table(result.summary))
-    if report.recovered_trials:
-        click.echo(f"recovered trials of killed workers: {report.recovered_trials} (retried)")
-    echo_paths(result)
-    return 0
+        return run_local(loaded, storage, workers, on_progress=show)

@@ -27,14 +27,16 @@ def render(config_path: Path, array: Any, out_dir: Path | None) -> None:
     scripts = render_scripts(load(config_path), array, out_dir=out_dir)
     n = len(scripts.chunks)
     what = f"the other {n - 1} part(s) of the split array and the collector" if n > 1 else "the collector"
+    if scripts.server_path is not None:
+        click.echo(f"wrote {shown(scripts.server_path)} (study server; once it runs it submits the array)")
     click.echo(f"wrote {shown(scripts.array_path)} (worker array; its first task submits {what})")
     click.echo(f"wrote {shown(scripts.collect_path)} (collector)")
-    jobs = shown(scripts.array_path.parent)
+    jobs = shown(scripts.entry_path.parent)
     pattern = "*.sh" if jobs == Path(".") else f"{shlex.quote(str(jobs))}/*.sh"
     if not scripts.neighbours:
         click.echo(f"submit by hand: sbatch {pattern}")
         return
-    click.echo(f"submit by hand: sbatch {shlex.quote(str(shown(scripts.array_path)))}")
+    click.echo(f"submit by hand: sbatch {shlex.quote(str(shown(scripts.entry_path)))}")
     names = [p.name for p in scripts.neighbours]
     others = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     click.echo(
@@ -56,14 +58,20 @@ def submit(config_path: Path, array: Any, dry_run: bool, out_dir: Path | None) -
     loaded = load(config_path)
     result = submit_study(loaded, array, dry_run=dry_run, out_dir=out_dir)
     if dry_run:
-        click.echo(f"# {result.scripts.array_path}")
-        click.echo(result.scripts.array_text)
-        click.echo(f"# {result.scripts.collect_path}")
-        click.echo(result.scripts.collect_text)
+        scripts = result.scripts
+        if scripts.server_path is not None:
+            click.echo(f"# {scripts.server_path}")
+            click.echo(scripts.server_text)
+        click.echo(f"# {scripts.array_path}")
+        click.echo(scripts.array_text)
+        click.echo(f"# {scripts.collect_path}")
+        click.echo(scripts.collect_text)
         click.echo("# commands (not run):")
         for line in result.commands:
             click.echo(line)
         return
+    if result.server_job_id is not None:
+        click.echo(f"study server job: {result.server_job_id}")
     click.echo(f"array job(s): {', '.join(result.array_job_ids)}")
     click.echo(f"collector job: {result.collect_job_id} (afterany)")
     click.echo(f"follow: hpctune status -c {loaded.path}   logs: {result.scripts.logs_dir}")
@@ -87,3 +95,8 @@ def cancel(config_path: Path) -> None:
     failed = fail_trials_of_jobs(open_study(loaded, None, with_heartbeat=False), loaded, ids)
     if failed:
         click.echo(f"failed and re-enqueued trial(s) left running by cancelled tasks: {failed}")
+    if loaded.config.on_server:
+        from hpc_tune.storage.server.service import collector_done
+
+        collector_done(loaded)  # nothing left to serve: the server job stops on its own
+        click.echo("the study server's job stops once the cancelled tasks have ended")

@@ -18,7 +18,7 @@ from hpc_tune.cli.app import (
     study_argument,
 )
 from hpc_tune.config import LoadedConfig
-from hpc_tune.policy.locate import config_for, locate
+from hpc_tune.policy.locate import config_for, locate, served
 from hpc_tune.policy.shared_study import SharedStudy
 
 
@@ -54,12 +54,13 @@ def status(
         raise click.UsageError("--interval and --count go with --watch")
     refuse_password_in_argv(storage)
     loaded = config_for(study, config_path, storage, "status")
-    # Only reads: a trial whose worker died is failed by the next worker, `collect` or `rerun-top`.
-    opened = locate(study, storage, results, loaded, repair=False).opened
-    if not watch:
-        click.echo(_status_text(opened, loaded)[1])
-        return
-    _watch_status(opened, loaded, 10.0 if interval is None else interval, count)
+    with served(loaded, storage):
+        # Only reads: a trial whose worker died is failed by the next worker, `collect` or `rerun-top`.
+        opened = locate(study, storage, results, loaded, repair=False).opened
+        if not watch:
+            click.echo(_status_text(opened, loaded)[1])
+            return
+        _watch_status(opened, loaded, 10.0 if interval is None else interval, count)
 
 
 def _status_text(opened: SharedStudy, loaded: LoadedConfig | None) -> tuple[Any, str]:

@@ -30,7 +30,7 @@ from hpc_tune.cli.local_commands import run
 from hpc_tune.cli.slurm_commands import submit
 from hpc_tune.config import LoadedConfig
 from hpc_tune.errors import AllTrialsFailedError, ConfigError, HpcTuneError, StudyNotFoundError
-from hpc_tune.policy.locate import config_for, locate
+from hpc_tune.policy.locate import config_for, locate, served
 
 
 @cli.command(name="collect")
@@ -72,13 +72,18 @@ def collect_cmd(
                 "collector resubmitted after them"
             )
             return
-    target = locate(study, storage, results, loaded)
-    result = collect_shared(
-        target.opened,
-        target.study_dir,
-        config=target.config,
-        importance=importance,  # type: ignore[arg-type]
-    )
+    with served(loaded, storage):
+        target = locate(study, storage, results, loaded)
+        result = collect_shared(
+            target.opened,
+            target.study_dir,
+            config=target.config,
+            importance=importance,  # type: ignore[arg-type]
+        )
+    if slurm_guard and loaded is not None and loaded.config.on_server:
+        from hpc_tune.storage.server.service import collector_done
+
+        collector_done(loaded)  # the server job stops once no array task is left
     if as_json:
         # Exactly summary.json's text (atomic_write_json writes it so).
         click.echo(json.dumps(jsonable(result.summary.model_dump(mode="json")), indent=2, allow_nan=False))
@@ -137,7 +142,8 @@ def rerun_top(
     loaded = config_for(study, config_path, storage)
     if loaded is None:
         raise StudyNotFoundError(f"no config for study '{study}' here; pass -c CONFIG", "hpctune rerun-top")
-    plan = confirm_top(loaded, storage, k=k, seeds=seeds, name=name, for_array=array is not None)
+    with served(loaded, storage):
+        plan = confirm_top(loaded, storage, k=k, seeds=seeds, name=name, for_array=array is not None)
     if len(plan.sources) < k:
         click.echo(
             f"warning: {study} has {len(plan.sources)} complete trial(s): confirming {len(plan.sources)}, "
@@ -170,8 +176,9 @@ def _show_confirmation(loaded: LoadedConfig, storage: str | None) -> None:
     from hpc_tune.collector.rerun_results import format_confirmation
 
     c = loaded.config
-    opened = locate(None, storage, Path(), loaded, repair=False).opened
-    result = collect_shared(opened, loaded.study_dir, config=c)
+    with served(loaded, storage):
+        opened = locate(None, storage, Path(), loaded, repair=False).opened
+        result = collect_shared(opened, loaded.study_dir, config=c)
     if result.summary.confirmation is not None:
         click.echo(format_confirmation(result.summary.confirmation))
     click.echo(f"{c.study} collected again, with its confirmation:")
@@ -210,9 +217,12 @@ def next_cmd(
     refuse_password_in_argv(storage)
     if output is not None and output.exists() and not force:
         raise ConfigError("file exists; pass --force to overwrite it", output)
-    target = locate(study, storage, results, config_for(study, config_path, storage, "next"))
-    path = target.loaded.path if target.loaded is not None else None
-    made = next_study(target, importance=importance, source=str(shown(path)) if path else None)  # type: ignore[arg-type]
+    loaded = config_for(study, config_path, storage, "next")
+    with served(loaded, storage):
+        target = locate(study, storage, results, loaded)
+        path = target.loaded.path if target.loaded is not None else None
+        source = str(shown(path)) if path else None
+        made = next_study(target, importance=importance, source=source)  # type: ignore[arg-type]
     if output is None:
         click.echo(made.text, nl=False)
         return
@@ -247,10 +257,41 @@ def dashboard(
             "optuna-dashboard is not installed: pip install 'hpc-tune[dashboard]'", "hpctune dashboard"
         ) from None
     refuse_password_in_argv(storage)
-    target = locate(study, storage, results, config_for(study, config_path, storage, "dashboard"))
-    click.echo(
-        f"dashboard for {target.name} ({target.opened.spec.display}) on http://{host}:{port}/ "
-        "— Ctrl-C stops it",
-        err=True,
-    )
-    run_server(target.opened.storage, host=host, port=port)
+    loaded = config_for(study, config_path, storage, "dashboard")
+    with served(loaded, storage):
+        target = locate(study, storage, results, loaded)
+        click.echo(
+            f"dashboard for {target.name} ({target.opened.spec.display}) on http://{host}:{port}/ "
+            "— Ctrl-C stops it",
+            err=True,
+        )
+        run_server(target.opened.storage, host=host, port=port)
+
+
+@cli.command()
+@study_argument
+@any_config_option
+@storage_option
+@results_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The file to write: .db or .sqlite for SQLite, anything else an Optuna journal file.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def export(
+    study: str | None, config_path: Path | None, storage: str | None, results: Path, output: Path, force: bool
+) -> None:
+    """Copy STUDY (every trial, its attributes and the study's) into one SQLite or journal file, to archive or
+    share it; a study on the study server is copied while or after its server job runs."""
+    from hpc_tune.policy.export import export_study
+
+    setup_logging(False)
+    refuse_password_in_argv(storage)
+    loaded = config_for(study, config_path, storage, "export")
+    with served(loaded, storage):
+        target = locate(study, storage, results, loaded, repair=False)
+        done = export_study(target.opened, output, force=force)
+    click.echo(f"exported study {target.name} ({done.trials} trials) to {shown(done.path)} ({done.kind})")

@@ -86,7 +86,7 @@ def lint(config: Config) -> list[LintFinding]:
             LintFinding(
                 "storage",
                 "is the embedded journal, which has no heartbeat for killed tasks: SLURM arrays of more "
-                "than one task need PostgreSQL (render and submit refuse them)",
+                "than one task need PostgreSQL, storage: server or a site's (render and submit refuse them)",
             )
         )
     found += _hyperband_brackets(config)

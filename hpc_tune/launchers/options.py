@@ -37,7 +37,7 @@ OWNED_OPTIONS = {
 # Control characters would end a comment line or an #SBATCH directive early.
 _BAD_LINE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-Role = Literal["array", "collector"]
+Role = Literal["array", "collector", "server"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class SbatchOptions:
 
 def sbatch_options(loaded: LoadedConfig, role: Role) -> SbatchOptions:
     s = loaded.config.slurm
+    if role == "server":
+        return _server_options(loaded)
     resources: dict[str, str] = {"job-name": job_name_for(loaded.config.study), "chdir": str(loaded.root)}
     for option, value in (("partition", s.partition), ("account", s.account), ("qos", s.qos)):
         if value is not None:
@@ -77,6 +79,25 @@ def sbatch_options(loaded: LoadedConfig, role: Role) -> SbatchOptions:
             else:
                 extra[name] = value
     return SbatchOptions(resources, extra)
+
+
+def _server_options(loaded: LoadedConfig) -> SbatchOptions:
+    """The study server's job: small (``slurm.server``), on the study's account and partition unless it has
+    its own, under a name of its own (``--dependency=singleton`` keeps one running)."""
+    s, job = loaded.config.slurm, loaded.config.slurm.server
+    resources: dict[str, str] = {
+        "job-name": f"{job_name_for(loaded.config.study)}-server",
+        "chdir": str(loaded.root),
+    }
+    partition = job.partition or s.partition
+    for option, value in (("partition", partition), ("account", s.account), ("qos", s.qos)):
+        if value is not None:
+            resources[option] = value
+    resources["time"] = job.time or s.time
+    resources["cpus-per-task"] = str(job.cpus_per_task)
+    if job.mem is not None:
+        resources["mem"] = job.mem
+    return SbatchOptions(resources, {})
 
 
 def parse_extra_sbatch(lines: Sequence[str]) -> dict[str, str | None]:
@@ -150,7 +171,8 @@ def check_no_password(loaded: LoadedConfig) -> None:
 EMBEDDED_ARRAY_REFUSED = (
     "an array of {n} tasks needs a PostgreSQL study: the embedded journal store has no heartbeat, so a "
     "killed task's trial would stay RUNNING forever (and a journal file on a network filesystem is a known "
-    "source of corruption); set storage: postgresql+psycopg2://USER@HOST/DB or HPCTUNE_STORAGE"
+    "source of corruption); set storage: server (hpctune runs PostgreSQL for the study) or a site's "
+    "postgresql+psycopg2://USER@HOST/DB"
 )
 
 

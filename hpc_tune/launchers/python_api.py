@@ -33,7 +33,7 @@ from hpc_tune.launchers.options import check_no_password, check_setup, refuse_em
 from hpc_tune.policy.dead_workers import dead_local_workers
 from hpc_tune.policy.shared_study import fail_running
 from hpc_tune.slurm import ArraySpec, max_array_size
-from hpc_tune.storage.url import resolve_storage
+from hpc_tune.storage.url import spec_of
 
 if TYPE_CHECKING:
     from hpc_tune.collector.collect import Collected
@@ -165,7 +165,7 @@ class CollectTask:
         from hpc_tune.collector.collect import collect_shared, format_table, load_study
 
         loaded, config = self.loaded, self.loaded.config
-        spec = resolve_storage(self.storage.resolve(), loaded.study_dir)
+        spec = spec_of(loaded, self.storage.resolve())
         # With the worker settings, trials of workers that died without a word are failed first (heartbeat).
         opened = load_study(spec, config.study, config.worker)
         if self.recover_local and spec.journal_path is not None:

@@ -68,6 +68,14 @@ class RenderedScripts:
     chunks: tuple[ArrayChunk, ...]
     logs_dir: Path
     neighbours: tuple[Path, ...] = ()
+    # storage: server: the server job's script, which is then jobs/<study>.sh (the array moves to jobs/array/)
+    server_path: Path | None = None
+    server_text: str | None = None
+
+    @property
+    def entry_path(self) -> Path:
+        """The one script of the study that ``sbatch jobs/*.sh`` submits: it brings the others."""
+        return self.server_path if self.server_path is not None else self.array_path
 
 
 def _version() -> str:
@@ -109,8 +117,8 @@ def array_sbatch_args(chunk: ArrayChunk, n_chunks: int) -> list[str]:
 
 
 def _write_both(files: Sequence[tuple[Path, str]]) -> None:
-    """Both scripts or neither: write temporary files, rename them into place, and put the old files back
-    if the second rename fails (a new array script next to a stale collector would mislead)."""
+    """All scripts or none: write temporary files, rename them into place, and put the old files back if a
+    rename fails (a new array script next to a stale collector would mislead)."""
     temps: list[tuple[str, Path]] = []
     placed: list[tuple[Path, str | None]] = []
     backups: list[str] = []
@@ -179,8 +187,10 @@ def render_scripts(
     logs = _check_path(logs_dir, "results directory")
     inductor_cache = _check_path(study_dir / "inductor-cache", "results directory")
     out = Path(out_dir) if out_dir is not None else loaded.root / "jobs"
-    # The collector sits in a subfolder so that `sbatch jobs/*.sh` expands to the array script alone.
-    array_path = out / f"{cfg.study}.sh"
+    # The collector sits in a subfolder so that `sbatch jobs/*.sh` expands to the array script alone; with the
+    # study server, to the server's script, which submits the array (in its own subfolder) once it runs.
+    server_path = out / f"{cfg.study}.sh" if cfg.on_server else None
+    array_path = out / "array" / f"{cfg.study}.sh" if cfg.on_server else out / f"{cfg.study}.sh"
     collect_path = out / "collect" / f"{cfg.study}.sh"
     _check_path(array_path, "jobs directory")
     setup = check_setup(slurm.setup)
@@ -225,6 +235,7 @@ def render_scripts(
         "array_path": shlex.quote(str(array_path)),
         "grace": slurm.signal_grace_s,
         "requeue_line": requeue_self(),
+        "server_path": shlex.quote(str(server_path)) if server_path is not None else None,
     }
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
@@ -248,14 +259,38 @@ def render_scripts(
         collect_cmd=_command(hpctune_cmd, "collect", "--config", config_text, "--slurm-guard"),
     )
 
+    files = [(array_path, array_text), (collect_path, collect_text)]
+    server_text = None
+    if server_path is not None:
+        server = sbatch_options(loaded, "server")
+        grace = slurm.server.signal_grace_s
+        server_lines = [
+            *server.lines(server.resources),
+            f"--output={_log_pattern(logs, 'server-%j.out')}",
+            f"--error={_log_pattern(logs, 'server-%j.err')}",
+            "--open-mode=append",
+            "--requeue",
+            f"--signal=B:USR1@{grace}",
+            "--dependency=singleton",
+        ]
+        workers = chunks[0].spec.parallelism or sum(c.spec.count for c in chunks)
+        server_text = env.get_template("server.sh.j2").render(
+            **{**context, "grace": grace},
+            job_name=shlex.quote(job_name),
+            sbatch_lines=server_lines,
+            server_dir=shlex.quote(_check_path(loaded.server_dir, "server folder")),
+            server_cmd=_command(hpctune_cmd, "server", "run", "-c", config_text, "--workers", str(workers)),
+        )
+        files.append((server_path, server_text))
+    entry = server_path if server_path is not None else array_path
     try:
-        collect_path.parent.mkdir(parents=True, exist_ok=True)
-        logs_dir.mkdir(parents=True, exist_ok=True)
+        for folder in {path.parent for path, _ in files} | {logs_dir}:
+            folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create directory: {exc.strerror or exc}", exc.filename) from None
-    _write_both([(array_path, array_text), (collect_path, collect_text)])
+    _write_both(files)
     # What the shell's `jobs/*.sh` would add (it skips dot files, as pathlib's glob does not).
-    neighbours = tuple(sorted(p for p in out.glob("*.sh") if p != array_path and not p.name.startswith(".")))
+    neighbours = tuple(sorted(p for p in out.glob("*.sh") if p != entry and not p.name.startswith(".")))
     return RenderedScripts(
         array_path=array_path,
         collect_path=collect_path,
@@ -265,4 +300,6 @@ def render_scripts(
         chunks=chunks,
         logs_dir=logs_dir,
         neighbours=neighbours,
+        server_path=server_path,
+        server_text=server_text,
     )

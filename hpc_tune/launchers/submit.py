@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 COLLECT_SCRIPT_ENV = "HPCTUNE_COLLECT_SCRIPT"
+# Exported by `hpctune submit` to the study server's job: it submitted the array itself (server.sh.j2).
+SUBMITTED_ENV = "HPCTUNE_SUBMITTED"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class SubmitResult:
     commands: list[str]
     array_job_ids: list[str] = field(default_factory=list)
     collect_job_id: str | None = None
+    server_job_id: str | None = None
     dry_run: bool = False
 
 
@@ -69,21 +72,29 @@ def submit(
     out_dir: Path | None = None,
     hpctune_cmd: str = "hpctune",
 ) -> SubmitResult:
-    """Render both scripts, sbatch the array (or its parts), then the collector with afterany on all parts.
+    """Render the scripts, sbatch the array (or its parts), then the collector with afterany on all parts;
+    with the study server, its job first and the array once it has started (``after``).
 
     Every part is exported ``HPCTUNE_COLLECTOR=submitted``, so its first task does not submit a second
-    collector (or the other parts again), as it does when the array script is submitted by hand.
-    A dry run renders and returns the commands with ``$ARRAY_<i>`` in place of job ids and needs no SLURM.
+    collector (or the other parts again), as it does when the array script is submitted by hand; the server
+    ``HPCTUNE_SUBMITTED=array``, so it does not submit the array again. A dry run renders and returns the
+    commands with ``$SERVER`` and ``$ARRAY_<i>`` in place of job ids and needs no SLURM.
     """
     limit = max_array_size(fallback=DEFAULT_MAX_ARRAY_SIZE) if dry_run else max_array_size()
     scripts = render_scripts(loaded, array, out_dir=out_dir, hpctune_cmd=hpctune_cmd, max_array_size=limit)
     chunks = scripts.chunks
     effective = chunks[0].spec  # carries the parallelism actually used (spec's own or the config's)
 
+    server_args = [f"--export=ALL,{SUBMITTED_ENV}=array"]
     if dry_run:
         commands = []
+        if scripts.server_path is not None:
+            argv = sbatch_argv(scripts.server_path, extra_args=server_args)
+            commands.append(f"SERVER=$({_join_keeping_vars(argv)})")
         for i, chunk in enumerate(chunks):
             dep = _array_dependency(i, effective, f"${{ARRAY_{i - 1}}}")
+            if i == 0 and scripts.server_path is not None:
+                dep = "after:${SERVER}"
             extra = array_sbatch_args(chunk, len(chunks))
             argv = sbatch_argv(scripts.array_path, dependency=dep, extra_args=extra)
             commands.append(f"ARRAY_{i}=$({_join_keeping_vars(argv)})")
@@ -93,9 +104,15 @@ def submit(
 
     commands: list[str] = []
     array_ids: list[str] = []
+    server_id = None
+    if scripts.server_path is not None:
+        commands.append(shlex.join(sbatch_argv(scripts.server_path, extra_args=server_args)))
+        server_id = sbatch(scripts.server_path, extra_args=server_args)
     try:
         for i, chunk in enumerate(chunks):
             dep = _array_dependency(i, effective, array_ids[-1] if array_ids else None)
+            if i == 0 and server_id is not None:
+                dep = f"after:{server_id}"  # the array starts once the server has started
             extra = array_sbatch_args(chunk, len(chunks))
             commands.append(shlex.join(sbatch_argv(scripts.array_path, dependency=dep, extra_args=extra)))
             array_ids.append(sbatch(scripts.array_path, dependency=dep, extra_args=extra))
@@ -103,11 +120,16 @@ def submit(
         commands.append(shlex.join(sbatch_argv(scripts.collect_path, dependency=dependency)))
         collect_id = sbatch(scripts.collect_path, dependency=dependency)
     except SlurmError as exc:
-        if not array_ids:
+        if server_id is None and not array_ids:
             raise
-        raise SlurmError(f"{exc.what}; {_undo(array_ids)}", exc.where) from None
+        undone = _undo(array_ids) if server_id is None else _undo([server_id, *array_ids], "job(s)")
+        raise SlurmError(f"{exc.what}; {undone}", exc.where) from None
     return SubmitResult(
-        scripts=scripts, commands=commands, array_job_ids=array_ids, collect_job_id=collect_id
+        scripts=scripts,
+        commands=commands,
+        array_job_ids=array_ids,
+        collect_job_id=collect_id,
+        server_job_id=server_id,
     )
 
 
@@ -116,12 +138,12 @@ def _join_keeping_vars(argv: list[str]) -> str:
     return " ".join(a if "${ARRAY_" in a and "'" not in a else shlex.quote(a) for a in argv)
 
 
-def _undo(job_ids: list[str]) -> str:
+def _undo(job_ids: list[str], what: str = "array job(s)") -> str:
     try:
         scancel(job_ids)
     except SlurmError as exc:
-        return f"could not cancel the already submitted array job(s) {', '.join(job_ids)}: {exc.what}"
-    return f"cancelled the already submitted array job(s) {', '.join(job_ids)}"
+        return f"could not cancel the already submitted {what} {', '.join(job_ids)}: {exc.what}"
+    return f"cancelled the already submitted {what} {', '.join(job_ids)}"
 
 
 def status(loaded: LoadedConfig) -> StudyStatus:

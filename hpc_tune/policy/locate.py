@@ -1,5 +1,6 @@
-"""Which study a command means: ``collect``, ``status``, ``next``, ``dashboard`` and ``rerun-top`` take a
-STUDY name, a config, or both, and work on any Optuna study from the storage alone.
+"""Which study a command means: ``collect``, ``status``, ``next``, ``dashboard``, ``export`` and
+``rerun-top`` take a STUDY name, a config, or both, and work on any Optuna study from the storage alone; a
+study on the study server is served for as long as the command needs it (``served``).
 
 The rules, one place for every command: ``-c CONFIG`` names the study (and a STUDY given too must match it);
 without ``-c``, ``hpctune.yaml`` here is used when it describes STUDY (or when no STUDY is named); else the
@@ -8,13 +9,24 @@ study is looked up by name on ``--storage``, ``HPCTUNE_STORAGE`` or the embedded
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpc_tune.config import DEFAULT_CONFIG, STORAGE_ENV, STUDY_NAME_RE, Config, LoadedConfig, load_config
-from hpc_tune.errors import ConfigError, StudyNotFoundError
+from hpc_tune.config import (
+    DEFAULT_CONFIG,
+    STORAGE_ENV,
+    STUDY_NAME_RE,
+    Config,
+    LoadedConfig,
+    is_server,
+    load_config,
+)
+from hpc_tune.errors import ConfigError, StorageError, StudyNotFoundError
 from hpc_tune.policy.shared_study import SharedStudy, load_existing_study
+from hpc_tune.storage.server.service import running_address, serving
 from hpc_tune.storage.url import resolve_storage
 
 
@@ -76,6 +88,28 @@ def locate(
             raise ConfigError(f"{study!r} is not a valid study name", "STUDY")
         name, study_dir = study, (results / study).resolve()
         url = storage or os.environ.get(STORAGE_ENV) or None
-    spec = resolve_storage(url, study_dir)
+    spec = resolve_storage(url, study_dir, loaded.server_dir if loaded is not None else None)
     liveness = loaded.config.worker if loaded is not None and repair else None
     return StudyTarget(name, study_dir, loaded, load_existing_study(spec, name, liveness))
+
+
+@contextlib.contextmanager
+def served(
+    loaded: LoadedConfig | None, storage: str | None = None, *, workers: int | None = None
+) -> Iterator[None]:
+    """For a study on the study server: its running server, or one started here for the block and stopped
+    after it (the server job has ended, or the study is run on this machine, by ``workers`` workers). Any
+    other storage: nothing."""
+    value = storage or (loaded.config.storage if loaded is not None else os.environ.get(STORAGE_ENV))
+    if not is_server(value):
+        yield
+        return
+    if loaded is None:
+        raise StorageError("the study server needs the study's config to be found or started", "-c CONFIG")
+    if storage is not None and loaded.config.storage != storage:
+        loaded = LoadedConfig(config=loaded.config.model_copy(update={"storage": storage}), path=loaded.path)
+    if running_address(loaded) is not None:
+        yield
+        return
+    with serving(loaded, workers=workers):
+        yield

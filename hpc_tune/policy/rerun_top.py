@@ -33,7 +33,7 @@ from hpc_tune.policy.budget import counted_trials
 from hpc_tune.policy.ranking import ranked_trials
 from hpc_tune.policy.reruns import seed_of
 from hpc_tune.policy.shared_study import SharedStudy, load_existing_study, open_store_for, open_study
-from hpc_tune.storage.url import resolve_storage
+from hpc_tune.storage.url import resolve_storage, spec_of
 
 CONFIRM_SUFFIX = "-confirm"
 # The first line of a config written here: such a file may be rewritten, any other file is left alone.
@@ -97,6 +97,10 @@ def derived_config_mapping(loaded: LoadedConfig, name: str, trials: int) -> dict
         "type": "random",
         **({"seed": sampler["seed"]} if sampler.get("seed") is not None else {}),
     }
+    if loaded.config.on_server:
+        # The linked study lives on the original's study server, not on one of its own.
+        server = raw.get("server") if isinstance(raw.get("server"), dict) else {}
+        data["server"] = {**server, "data_dir": str(loaded.server_dir)}
     return data
 
 
@@ -156,7 +160,7 @@ def confirm_top(
             "--storage",
         )
     url = storage_url if storage_url is not None else config.storage
-    original = load_existing_study(resolve_storage(url, loaded.study_dir), config.study).study
+    original = load_existing_study(spec_of(loaded, url), config.study).study
     of = original.user_attrs.get(attrs.CONFIRMS)
     if of:
         # Its trials share parameters and their seeds follow a scheme: more seeds come from the original.
@@ -180,7 +184,7 @@ def confirm_top(
     # The derived config is validated before anything is enqueued.
     derived = parse_config(derived_config_mapping(loaded, name, len(sources) * seeds), path, {"storage": url})
     study_dir = derived.study_dir(path.parent).resolve()
-    spec = resolve_storage(url, study_dir)
+    spec = resolve_storage(url, study_dir, loaded.server_dir)  # the same server as the original's
     store = open_store_for(spec, config.worker, liveness=False)
     study = optuna.create_study(
         study_name=name, storage=store.storage, direction=direction, load_if_exists=True

@@ -27,7 +27,7 @@ from hpc_tune.storage.connections import engine_kwargs
 from hpc_tune.storage.failures import first_line
 from hpc_tune.storage.retrying import RetryingStorage
 from hpc_tune.storage.store import StudyStore, open_store
-from hpc_tune.storage.url import StorageSpec, resolve_storage
+from hpc_tune.storage.url import StorageSpec, spec_of
 
 # `check` looks the study up once and quickly: an outage is the workers' business, not a reason to wait.
 LOOKUP_DEADLINE_S = 5.0
@@ -76,7 +76,7 @@ def open_study(
 ) -> SharedStudy:
     """Create or load the one shared study; enqueue the baseline exactly once."""
     config = loaded.config
-    spec = resolve_storage(storage_url if storage_url is not None else config.storage, loaded.study_dir)
+    spec = spec_of(loaded, storage_url)
     store = open_store_for(spec, config.worker, liveness=with_heartbeat)
     study = optuna.create_study(
         study_name=config.study,

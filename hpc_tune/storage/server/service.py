@@ -67,13 +67,19 @@ def max_connections_for(loaded: LoadedConfig, workers: int | None) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs; a zombie (killed, not yet reaped by a parent that does not
+    reap, as in some containers) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def _is_postgres(pid: int) -> bool:
@@ -142,8 +148,12 @@ def exclusive(files: ServerFiles, study: str, me: SlurmEnv | None) -> Iterator[N
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            address = files.read_address()
+            found = (
+                f"the server at {address.where()}" if address is not None else "one is starting on this host"
+            )
             raise StorageError(
-                f"a study server for study {study} is starting or running on this host", files.root
+                f"a study server already runs for study {study}: {found}", files.root
             ) from None
         try:
             found = holder(files, study, me)
@@ -161,16 +171,19 @@ def exclusive(files: ServerFiles, study: str, me: SlurmEnv | None) -> Iterator[N
 class _Flags:
     walltime: threading.Event
     stop: threading.Event
+    wake: threading.Event  # either of them: the loop's wait ends at once
 
 
 def _install_signals() -> _Flags:
-    flags = _Flags(threading.Event(), threading.Event())
+    flags = _Flags(threading.Event(), threading.Event(), threading.Event())
 
     def on_walltime(signum: int, frame: object) -> None:
         flags.walltime.set()
+        flags.wake.set()
 
     def on_stop(signum: int, frame: object) -> None:
         flags.stop.set()
+        flags.wake.set()
 
     signal.signal(signal.SIGUSR1, on_walltime)
     signal.signal(signal.SIGTERM, on_stop)
@@ -244,7 +257,8 @@ def serve(
             print(f"study server of {config.study} on {host}:{port}, {bins.describe()}", flush=True)
             rule = _StopRule(config.study, files, slurm)
             while True:
-                if flags.walltime.wait(poll_s):
+                flags.wake.wait(poll_s)
+                if flags.walltime.is_set():
                     reason = "walltime"
                     break
                 if flags.stop.is_set():
@@ -336,15 +350,21 @@ def running_address(loaded: LoadedConfig) -> Address | None:
 
 
 @contextlib.contextmanager
-def serving(loaded: LoadedConfig) -> Iterator[Address]:
+def serving(loaded: LoadedConfig, *, workers: int | None = None) -> Iterator[Address]:
     """A server for the time a command needs it (``collect``, ``status``, ``next``, ``rerun-top``,
-    ``dashboard``, ``export``, ``run --local``): the running one, else one started here and stopped after."""
+    ``dashboard``, ``export``, ``run --local``): the running one, else one started here (its own process)
+    and stopped after the block."""
     running = running_address(loaded)
     if running is not None:
         yield running
         return
-    started = start_detached(loaded)
+    started = start_detached(loaded, workers=workers)
     try:
         yield started
     finally:
         stop_server(loaded)
+
+
+def collector_done(loaded: LoadedConfig) -> None:
+    """The collector job collected the study: the server job may stop once no array task is left."""
+    ServerFiles(loaded.server_dir).request_stop()

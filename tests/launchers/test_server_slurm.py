@@ -1,0 +1,228 @@
+"""storage: server on the one-node SLURM the suite starts, as an ordinary user with the wheel's PostgreSQL:
+``hpctune submit`` runs the server job, a 4-task array on it and the collector, with the server requeued in
+the middle; by hand, ``sbatch jobs/*.sh`` does the same, and a server killed with SIGKILL and resubmitted
+loses nothing; the server's own walltime requeues it; a second server for the study is refused; and the
+password is nowhere but its 0600 file (scripts, logs, SLURM's spool, processes)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from hpc_tune.config import load_config
+from hpc_tune.policy.budget import budget_state
+from hpc_tune.storage.store import open_store
+from hpc_tune.storage.url import spec_of
+from tests.conftest import StudyUser
+from tests.slurm_fixtures import SlurmCluster, wait_until
+from tests.storage.test_server import wheel
+
+pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
+
+OBJECTIVE = """\
+import time
+
+
+def objective(trial):
+    x = trial.suggest_float("x", 0.0, 1.0)
+    for epoch in range(1, {epochs} + 1):
+        time.sleep({sleep})
+        trial.report(x * epoch, epoch)
+    return x
+"""
+
+
+def write_study(
+    user: StudyUser, name: str, *, trials: int, epochs: int, sleep: float, server_time: str
+) -> Path:
+    (user.home / "objective.py").write_text(OBJECTIVE.format(epochs=epochs, sleep=sleep))
+    activate = Path(sys.executable).parent / "activate"
+    config = {
+        "study": name,
+        "storage": "server",
+        "task": "objective.py:objective",
+        "metric": "value",
+        "trials": trials,
+        "epochs": epochs,
+        "pruner": {"type": "none"},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "server": {"bin_dir": wheel()},
+        "worker": {"heartbeat_interval": 2, "grace_period": 30},
+        "slurm": {
+            "cpus_per_task": 1,
+            "mem": "300M",
+            "time": "10",
+            "signal_grace_s": 30,
+            "setup": [f"source {shlex.quote(str(activate))}"],
+            "server": {"time": server_time, "mem": "500M"},
+        },
+    }
+    path = user.home / "hpctune.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    for item in user.home.iterdir():
+        user.own(item)
+    return path
+
+
+def jobs_of(user: StudyUser, name: str) -> list[tuple[str, str, str]]:
+    """(job ref, state, name) of the user's active jobs of the study (array, collector, server)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-u", user.name, "-o", "%i %T %j"], capture_output=True, text=True, check=True
+    ).stdout
+    prefix = f"hpctune-{name}"
+    return [
+        tuple(line.split())
+        for line in out.splitlines()
+        if line.split()[2:3] and line.split()[2].startswith(prefix)
+    ]  # type: ignore[misc]
+
+
+def wait_for_all_jobs(user: StudyUser, name: str, timeout: float) -> None:
+    wait_until(lambda: not jobs_of(user, name), timeout=timeout, poll=1.0)
+
+
+def study_of(cfg: Path) -> optuna.Study:
+    """The study, read from here (as root, through the study's own address.json and password file)."""
+    loaded = load_config(cfg)
+    return optuna.load_study(study_name=loaded.config.study, storage=open_store(spec_of(loaded)).storage)
+
+
+def complete_trials(cfg: Path) -> int:
+    try:
+        return len(study_of(cfg).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    except Exception:  # noqa: BLE001 - the server may be starting, or the study not yet created
+        return 0
+
+
+def check_nothing_lost(cfg: Path, total: int, epochs: int) -> None:
+    """Exactly ``total`` finished trials, none failed (no healthy trial was failed by an outage, so none was
+    re-run), and every epoch recorded once in each trial's JSON."""
+    trials = study_of(cfg).get_trials(deepcopy=False)
+    state = budget_state(trials, total)
+    assert state.finished == total and state.running == 0 and state.waiting == 0
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * total, [
+        (t.number, t.state.name) for t in trials
+    ]
+    study_dir = load_config(cfg).study_dir
+    for t in trials:
+        record = json.loads((study_dir / "trials" / f"trial-{t.number}.json").read_text())
+        assert [e["epoch"] for e in record["epochs"]] == list(range(1, epochs + 1)), t.number
+
+
+def password_nowhere(cfg: Path, *roots: Path) -> None:
+    loaded = load_config(cfg)
+    password = (loaded.server_dir / "password").read_text().strip()
+    spool = Path("/var/spool/slurmctld")
+    for root in (*roots, spool):
+        for path in root.rglob("*"):
+            if path.is_file() and path.name not in ("password", "pgpass") and "data" not in path.parts:
+                assert password not in path.read_text(errors="replace"), path
+
+
+def test_submit_runs_array_and_collector_on_the_server_through_a_requeue(
+    tester: StudyUser, slurm_cluster: SlurmCluster
+) -> None:
+    name = "srv-" + tester.home.name[-6:].lower().replace("_", "-")
+    cfg = write_study(tester, name, trials=12, epochs=4, sleep=0.5, server_time="10")
+    submitted = tester.run("hpctune", "submit", "-c", str(cfg), "--array", "0-3")
+    assert submitted.returncode == 0, submitted.stderr
+    server_job = re.search(r"study server job: (\d+)", submitted.stdout)
+    assert server_job is not None, submitted.stdout
+    assert "collector job:" in submitted.stdout
+    # Mid-study, the server job is put back in the queue: it stops fast, comes back on its data, and the
+    # workers wait for it through the retrying layer.
+    wait_until(lambda: complete_trials(cfg) >= 2, timeout=180, poll=1.0)
+    subprocess.run(["scontrol", "requeue", server_job.group(1)], check=True, capture_output=True)
+    wait_for_all_jobs(tester, name, timeout=420)
+    check_nothing_lost(cfg, total=12, epochs=4)
+    logs = load_config(cfg).study_dir / "logs"
+    server_log = (logs / f"server-{server_job.group(1)}.out").read_text()
+    assert server_log.count(f"study server of {name} on ") == 2, server_log  # started, requeued, back
+    assert server_log.rstrip().endswith(f"study server of {name} stopped (done)")
+    collect_logs = list(logs.glob("collect-*.out"))
+    assert len(collect_logs) == 1 and f"study {name}: 12/12 finished" in collect_logs[0].read_text()
+    assert (load_config(cfg).study_dir / "summary.json").is_file()
+    password_nowhere(cfg, tester.home / "jobs", logs)
+
+
+def test_by_hand_and_a_killed_server_resubmitted_loses_nothing_and_a_second_server_is_refused(
+    tester: StudyUser, slurm_cluster: SlurmCluster
+) -> None:
+    name = "hand-" + tester.home.name[-6:].lower().replace("_", "-")
+    cfg = write_study(tester, name, trials=10, epochs=4, sleep=0.5, server_time="10")
+    assert tester.run("hpctune", "render", "-c", str(cfg), "--array", "0-3").returncode == 0
+    assert [p.name for p in (tester.home / "jobs").glob("*.sh")] == [f"{name}.sh"]  # the server's script
+    typed = tester.run("bash", "-c", "sbatch jobs/*.sh")
+    assert typed.returncode == 0, typed.stderr
+    first = typed.stdout.split()[-1]
+    wait_until(lambda: complete_trials(cfg) >= 2, timeout=180, poll=1.0)
+    # A second server for the study (another job name, so that singleton does not hold it back) is refused.
+    other = tester.run(
+        "sbatch",
+        "--parsable",
+        "--job-name=intruder",
+        "--export=ALL,HPCTUNE_SUBMITTED=array",
+        str(tester.home / "jobs" / f"{name}.sh"),
+    )
+    assert other.returncode == 0, other.stderr
+    intruder = other.stdout.strip().split(";")[0]
+    wait_until(lambda: not any(j[0] == intruder for j in jobs_of_any(tester)), timeout=120, poll=1.0)
+    refused = (load_config(cfg).study_dir / "logs" / f"server-{intruder}.err").read_text()
+    assert f"Error: a study server already runs for study {name}: the server job {first}" in refused
+    # The server killed outright (SIGKILL to the whole job), then submitted again by hand: the workers wait,
+    # it comes back on the same data (crash recovery), submits no second array, and the study ends.
+    subprocess.run(["scancel", "--signal=KILL", "--full", first], check=True, capture_output=True)
+    wait_until(lambda: not any(j[0] == first for j in jobs_of_any(tester)), timeout=60, poll=0.5)
+    again = tester.run("bash", "-c", f"sbatch jobs/{name}.sh")
+    assert again.returncode == 0, again.stderr
+    second = again.stdout.split()[-1]
+    wait_for_all_jobs(tester, name, timeout=420)
+    check_nothing_lost(cfg, total=10, epochs=4)
+    logs = load_config(cfg).study_dir / "logs"
+    assert "submitted the worker array" in (logs / f"server-{first}.out").read_text()
+    assert "submitted the worker array" not in (logs / f"server-{second}.out").read_text()
+    assert len(list(logs.glob("collect-*.out"))) == 1
+
+
+def jobs_of_any(user: StudyUser) -> list[list[str]]:
+    out = subprocess.run(
+        ["squeue", "-h", "-u", user.name, "-o", "%i %T %j"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split() for line in out.splitlines() if line.strip()]
+
+
+def test_the_servers_walltime_requeues_it_and_the_workers_wait(
+    tester: StudyUser, slurm_cluster: SlurmCluster
+) -> None:
+    name = "wall-" + tester.home.name[-6:].lower().replace("_", "-")
+    # A 2-minute server with its USR1 60 s before the limit: it stops and requeues itself mid-study.
+    cfg = write_study(tester, name, trials=12, epochs=5, sleep=1.0, server_time="2")
+    submitted = tester.run("hpctune", "submit", "-c", str(cfg), "--array", "0-1")
+    assert submitted.returncode == 0, submitted.stderr
+    server_job = re.search(r"study server job: (\d+)", submitted.stdout)
+    assert server_job is not None
+    # While it runs, no process shows the password in its arguments or environment.
+    wait_until(lambda: complete_trials(cfg) >= 1, timeout=180, poll=1.0)
+    password = (load_config(cfg).server_dir / "password").read_text().strip().encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            for what in ("cmdline", "environ"):
+                try:
+                    assert password not in (proc / what).read_bytes(), (proc.name, what)
+                except (FileNotFoundError, ProcessLookupError, PermissionError):
+                    continue
+    wait_for_all_jobs(tester, name, timeout=480)
+    check_nothing_lost(cfg, total=12, epochs=5)
+    server_log = (load_config(cfg).study_dir / "logs" / f"server-{server_job.group(1)}.out").read_text()
+    assert f"study server of {name} stopped (walltime)" in server_log, server_log
+    assert server_log.rstrip().endswith(f"study server of {name} stopped (done)")
+    password_nowhere(cfg, tester.home / "jobs", load_config(cfg).study_dir / "logs")
