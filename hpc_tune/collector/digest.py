@@ -55,8 +55,9 @@ def next_steps(summary: Summary) -> list[tuple[str, str]]:
             )
         )
     recommendations = summary.recommendations
-    if recommendations.changes or recommendations.pruner or recommendations.phases:
-        why = f"a next study with the {len(recommendations.changes)} recommended change(s)"
+    count = len(recommendations.changes) + bool(recommendations.pruner) + bool(recommendations.phases)
+    if count:
+        why = f"a next study with the {count} recommended change(s)"
     else:
         why = "a next study from this one's space (no change recommended)"
     steps.append((f"hpctune next {study} -o next.yaml", why))

@@ -37,9 +37,19 @@ from hpc_tune.collector.analysis_model import Analysis, Importance, ImportanceSk
 from hpc_tune.collector.figures import PLOT_NAMES, PLOT_TITLES, Plot  # noqa: E402
 from hpc_tune.collector.formatting import quiet_optuna  # noqa: E402
 from hpc_tune.collector.summary import Summary  # noqa: E402
+from hpc_tune.collector.ticks import readable_parallel_axes  # noqa: E402
 from hpc_tune.policy.ranking import has_value, is_promoted  # noqa: E402
 
-__all__ = ["MAX_CURVES", "MAX_PLOT_TRIALS", "PLOT_NAMES", "Plot", "draw_plots", "select_trials"]
+__all__ = [
+    "MAX_CURVES",
+    "MAX_PLOT_TRIALS",
+    "PLOT_NAMES",
+    "Plot",
+    "draw_plots",
+    "parallel_figure",
+    "select_trials",
+    "slice_figure",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -335,12 +345,18 @@ def _parallel(ctx: _Context, sample: _LazySample) -> tuple[Figure, str]:
     params = _param_order(ctx)
     if not params:
         raise Unavailable("the study has no parameters")
+    return parallel_figure(study, params, ctx.metric), caption
+
+
+def parallel_figure(study: optuna.Study, params: Sequence[str], metric: str) -> Figure:
+    """Optuna's parallel coordinates, with tick labels that differ on every axis (see ``ticks``)."""
     ax = optuna.visualization.matplotlib.plot_parallel_coordinate(
-        study, params=params, target_name=ctx.metric
+        study, params=list(params), target_name=metric
     )
-    fig = ax.figure
+    fig: Figure = ax.figure  # type: ignore[assignment]
     fig.set_size_inches(max(8, 1.6 * len(params) + 3), 5)
-    return fig, caption  # type: ignore[return-value]
+    readable_parallel_axes(fig)
+    return fig
 
 
 def _contour(ctx: _Context, sample: _LazySample) -> tuple[Figure, str]:
@@ -359,20 +375,28 @@ def _slice(ctx: _Context, sample: _LazySample) -> tuple[Figure, str]:
     params = _param_order(ctx)[:2]
     if not params:
         raise Unavailable("the study has no parameters")
-    axes = optuna.visualization.matplotlib.plot_slice(study, params=params, target_name=ctx.metric)
-    fig = _figure_of(axes)
-    fig.set_size_inches(5 * len(params) + 1, 4.5)
-    if len(study.trials) < len(_complete(ctx.trials)):
-        _relabel_trial_colorbar(fig)
+    fig = slice_figure(study, params, ctx.metric, [t.number for t in _complete(ctx.trials)])
     return fig, f"{', '.join(params)}; {caption}"
 
 
-def _relabel_trial_colorbar(fig: Figure) -> None:
-    """The sample study numbers its trials 0..n-1: its colour scale is the order of the sample, not the
-    study's trial numbers."""
+def slice_figure(study: optuna.Study, params: Sequence[str], metric: str, numbers: Sequence[int]) -> Figure:
+    """Optuna's slice plot of ``study`` (the in-memory copy), whose colour scale is named for what it is
+    when the copy's trial numbers are not the study's ``numbers`` (its completed trials)."""
+    axes = optuna.visualization.matplotlib.plot_slice(study, params=list(params), target_name=metric)
+    fig = _figure_of(axes)
+    fig.set_size_inches(5 * len(params) + 1, 4.5)
+    if [t.number for t in study.trials] != list(numbers):
+        _relabel_trial_colorbar(fig, sampled=len(study.trials) < len(numbers))
+    return fig
+
+
+def _relabel_trial_colorbar(fig: Figure, *, sampled: bool) -> None:
+    """The in-memory study numbers its trials 0..n-1 in the order they completed, skipping the pruned and
+    failed ones: its colour scale is that order, not the study's trial numbers, and says so."""
+    label = "order of the trial in the sample" if sampled else "order among the completed trials"
     for ax in fig.axes:
         if ax.get_ylabel() == "Trial":
-            ax.set_ylabel("order of the trial in the sample")
+            ax.set_ylabel(label)
 
 
 def _figure_of(axes: Any) -> Figure:

@@ -12,6 +12,7 @@ from hpc_tune.collector.analysis_model import Analysis, Importance, PruningCost
 from hpc_tune.collector.checks import Finding, few_complete, pruning_unreliable
 from hpc_tune.collector.checks import best_at_boundary as boundary
 from hpc_tune.collector.checks.context import CategoricalRange, NumericRange, ParamRange
+from hpc_tune.collector.digest import next_steps
 from hpc_tune.collector.next_study import next_study_name, next_yaml
 from hpc_tune.collector.summary import (
     SCHEMA_VERSION,
@@ -244,3 +245,11 @@ def test_a_range_at_a_hard_limit_is_not_recorded_as_widened() -> None:
     rec = _recommend(summary)
     assert rec.space["dropout"] == {"type": "float", "low": 0.0, "high": 0.5}
     assert [c for c in rec.changes if c.param == "dropout"] == []
+
+
+def test_the_next_step_counts_the_pruner_change_among_the_recommended_ones() -> None:
+    summary = _summary(warnings=[_pruning(12)])
+    summary.recommendations = _recommend(summary)
+    assert summary.recommendations.pruner is not None
+    why = dict(next_steps(summary))["hpctune next digits -o next.yaml"]
+    assert why == f"a next study with the {len(summary.recommendations.changes) + 1} recommended change(s)"
