@@ -161,7 +161,8 @@ def lint_database(
             "storage",
             f"{workers} workers at once need up to {needed} connections (worker.pool "
             f"{config.worker.pool}) but {which}: they will wait for each other's connections. Lower the "
-            f'array\'s parallelism to {fits} or set worker.pool: none (docs/concepts.md, "Connections")',
+            f"array's parallelism to {fits}, set worker.pool: none, or connect through PgBouncer in "
+            'transaction mode (docs/concepts.md, "Connections")',
         )
     ]
 

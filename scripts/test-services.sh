@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs besides Python packages: PostgreSQL binaries (the suite starts its own throw-away
-# server), a headless Chromium (the report's browser test), an unprivileged user for the study server's
-# tests (PostgreSQL refuses root) and a running one-node SLURM (scripts/slurm-local.sh). Idempotent; says
-# what it did.
+# server), PgBouncer (tested in front of it), a headless Chromium (the report's browser test), an
+# unprivileged user for the study server's tests (PostgreSQL refuses root) and a running one-node SLURM
+# (scripts/slurm-local.sh). Idempotent; says what it did.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 newest_pg_bin() { { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | tail -n 1; }
@@ -24,6 +24,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get install -y -qq chromium >/dev/null
 else
     echo "test-services: Chromium found at $(command -v chromium)"
+fi
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+    echo "test-services: installing PgBouncer (the connection pooler hpctune supports past a role's limit)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq pgbouncer >/dev/null
+else
+    echo "test-services: PgBouncer found"
 fi
 # The study server's tests run hpctune as an ordinary user, as on a cluster: that user must exist on the node
 # (SLURM runs its jobs) and reach the repository and the venv's interpreter (each folder above them

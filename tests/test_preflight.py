@@ -129,8 +129,9 @@ def test_check_compares_the_roles_connection_limit_with_the_arrays_workers(
     ) in lines
     expected = (
         f"warning: storage: 24 workers at once need up to 26 connections (worker.pool auto) but role {role} "
-        "may hold 12: they will wait for each other's connections. Lower the array's parallelism to 10 or "
-        'set worker.pool: none (docs/concepts.md, "Connections")'
+        "may hold 12: they will wait for each other's connections. Lower the array's parallelism to 10, "
+        "set worker.pool: none, or connect through PgBouncer in transaction mode "
+        '(docs/concepts.md, "Connections")'
     )
     assert expected in lines
     code, lines = check_lines(config, "--array", "0-23%4")  # 4 at once, 3 connections each: fits in 12

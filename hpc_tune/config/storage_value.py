@@ -40,6 +40,14 @@ def check_storage(storage: str | None) -> str | None:
             f"{redact_url(storage)!r} is not a database URL: use null (the embedded store), server (a study "
             f"server hpctune runs) or a URL such as {_EXAMPLE}"
         ) from None
+    if dialect == "grpc":
+        # Optuna's GrpcStorageProxy is a plain storage: no heartbeat (a dead worker's trial would stay RUNNING
+        # and hold the budget) and no engine to take the study lock on (the exact budget, enqueues once).
+        raise ValueError(
+            "Optuna's gRPC storage proxy is not supported: it has no heartbeat and no study lock; to get "
+            "past a database's connection limit, connect through PgBouncer in transaction mode "
+            f"({_EXAMPLE} with PgBouncer's host and port), or use server"
+        )
     if dialect not in DATABASE_DIALECTS:
         raise ValueError(
             f"unsupported storage {dialect!r}: use null (the embedded store), server (a study server hpctune "

@@ -4,13 +4,16 @@ connections (pg_stat_activity) is printed for docs/reliability.md."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -19,11 +22,21 @@ from optuna.trial import TrialState
 
 from hpc_tune.attrs import worker_of
 from tests.chaos.helpers import PLAIN_SPACE, write_plain_objective
-from tests.conftest import PG_BIN, PostgresServer, _free_port, unavailable, worker_env, write_config
+from tests.conftest import (
+    PG_BIN,
+    PostgresServer,
+    _free_port,
+    unavailable,
+    wait_until,
+    worker_env,
+    write_config,
+)
 from tests.worker.test_loop import load
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 MAX_CONNECTIONS = 20
+ROLE_LIMIT = 12
+POOL_SIZE = 10
 
 
 @pytest.fixture
@@ -103,19 +116,39 @@ def test_32_workers_on_a_server_with_20_connections(tmp_path: Path, small_postgr
     assert peak[0] <= MAX_CONNECTIONS
 
 
-def test_24_workers_on_a_role_limited_to_12_connections(
-    tmp_path: Path, postgres_server: PostgresServer
-) -> None:
-    """A site's usual way to share one server is a role with CONNECTION LIMIT; it says "too many connections
-    for role", which used to be taken for a refused login: 23 of 24 workers died, 10 with a traceback while
-    Optuna created its tables. Now it is waited out like a full server."""
+@dataclass(frozen=True)
+class LimitedRole:
+    """A role of the suite's server with ``CONNECTION LIMIT 12`` and a database of its own."""
+
+    server: PostgresServer
+    name: str
+    database: str
+
+
+@pytest.fixture
+def limited_role(postgres_server: PostgresServer) -> LimitedRole:
     role, database = f"lim_{uuid.uuid4().hex[:8]}", f"d_{uuid.uuid4().hex[:8]}"
-    postgres_server.sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 12")
+    postgres_server.sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT {ROLE_LIMIT}")
     postgres_server.sql(f"CREATE DATABASE {database} OWNER {role}")
+    return LimitedRole(postgres_server, role, database)
+
+
+@dataclass(frozen=True)
+class Crowd:
+    """What 24 workers on the limited role left: the launcher's output, the role's peak connections (from
+    pg_stat_activity, polled every 0.1 s) and the workers' logs."""
+
+    result: subprocess.CompletedProcess[str]
+    peak: int
+    logs: list[Path]
+
+
+def run_24_workers(tmp_path: Path, role: LimitedRole, port: int) -> Crowd:
+    """48 trials by 24 local workers on ``role``'s database through ``port`` (the server, or a pooler)."""
     task = write_plain_objective(tmp_path, epochs=2, sleep=0.05)
     cfg = write_config(
         tmp_path,
-        storage=f"postgresql+psycopg2://{role}@127.0.0.1:{postgres_server.port}/{database}",
+        storage=f"postgresql+psycopg2://{role.name}@127.0.0.1:{port}/{role.database}",
         task=task,
         space=PLAIN_SPACE,
         trials=48,
@@ -126,13 +159,11 @@ def test_24_workers_on_a_role_limited_to_12_connections(
     done = threading.Event()
 
     def watch() -> None:
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=postgres_server.port, user="postgres", dbname="postgres"
-        )
+        conn = psycopg2.connect(host="127.0.0.1", port=role.server.port, user="postgres", dbname="postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
             while not done.wait(0.1):
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role.name,))
                 peak[0] = max(peak[0], int(cur.fetchone()[0]))
         conn.close()
 
@@ -144,7 +175,6 @@ def test_24_workers_on_a_role_limited_to_12_connections(
     finally:
         done.set()
         watcher.join()
-    print(f"24 workers, role CONNECTION LIMIT 12: peak {peak[0]} connections of the role")
     shown = result.stdout + result.stderr
     assert result.returncode == 0, shown
     assert "Error:" not in shown and "Traceback" not in shown
@@ -153,6 +183,80 @@ def test_24_workers_on_a_role_limited_to_12_connections(
     assert not [log.name for log in logs if "Traceback" in log.read_text() or "Error:" in log.read_text()]
     study, _ = load(cfg)
     trials = study.get_trials(deepcopy=False)
-    assert len(trials) == 48 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert len({worker_of(t)["pid"] for t in trials}) > 12  # more workers at work than the role's limit
-    assert peak[0] <= 12
+    assert len(trials) == 48 and all(t.state == TrialState.COMPLETE for t in trials)  # the exact budget
+    assert len({worker_of(t)["pid"] for t in trials}) > ROLE_LIMIT  # more workers at work than the limit
+    return Crowd(result, peak[0], logs)
+
+
+def test_24_workers_on_a_role_limited_to_12_connections(tmp_path: Path, limited_role: LimitedRole) -> None:
+    """A site's usual way to share one server is a role with CONNECTION LIMIT; it says "too many connections
+    for role", which used to be taken for a refused login: 23 of 24 workers died, 10 with a traceback while
+    Optuna created its tables. Now it is waited out like a full server."""
+    crowd = run_24_workers(tmp_path, limited_role, limited_role.server.port)
+    print(f"24 workers, role CONNECTION LIMIT {ROLE_LIMIT}: peak {crowd.peak} connections of the role")
+    assert crowd.peak <= ROLE_LIMIT
+    # The limit was really met (and waited out): some worker was turned away at least once.
+    assert any("too many connections for role" in log.read_text() for log in crowd.logs)
+
+
+@pytest.fixture
+def pgbouncer(limited_role: LimitedRole) -> Iterator[int]:
+    """PgBouncer in transaction mode in front of the suite's server, pooling at most ``POOL_SIZE`` server
+    connections for the limited role; its port. Run as the postgres user (PgBouncer refuses root)."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        unavailable("PgBouncer not found: `make test-services` installs it")
+    root = Path(tempfile.mkdtemp(prefix="hpctune-pgbouncer-"))
+    port = _free_port()
+    (root / "users.txt").write_text(f'"{limited_role.name}" ""\n')
+    (root / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host=127.0.0.1 port={limited_role.server.port}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {root / 'users.txt'}\n"
+        f"pool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\nmax_client_conn = 500\n"
+        f"pidfile = {root / 'pgbouncer.pid'}\nlogfile = {root / 'pgbouncer.log'}\n"
+    )
+    for path in (root, *root.iterdir()):
+        shutil.chown(path, "postgres", "postgres")
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", binary, "-d", str(root / "pgbouncer.ini")],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    # The daemon writes its pid file after the starting process has returned.
+    pid_file = root / "pgbouncer.pid"
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=30), "no pid file"
+    pid = int(pid_file.read_text())
+    try:
+        assert wait_until(lambda: _answers(port, limited_role), timeout=30), (
+            root / "pgbouncer.log"
+        ).read_text()
+        yield port
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _answers(port: int, role: LimitedRole) -> bool:
+    try:
+        psycopg2.connect(host="127.0.0.1", port=port, user=role.name, dbname=role.database).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+def test_24_workers_through_pgbouncer_in_transaction_mode_never_wait_for_the_role(
+    tmp_path: Path, limited_role: LimitedRole, pgbouncer: int
+) -> None:
+    """The path past a role's limit that hpctune supports: PgBouncer in transaction mode. The study lock is a
+    transaction-level advisory lock and the workers keep no session state, so a pooled server connection
+    serves any worker between transactions: the exact budget holds, the role never sees more than the pool,
+    and no worker is turned away (nothing to wait out)."""
+    crowd = run_24_workers(tmp_path, limited_role, pgbouncer)
+    print(f"24 workers through PgBouncer (pool {POOL_SIZE}): peak {crowd.peak} connections of the role")
+    assert 0 < crowd.peak <= POOL_SIZE
+    assert not [log.name for log in crowd.logs if "too many connections" in log.read_text()]

@@ -40,6 +40,8 @@ def test_resolve_embedded_and_url(tmp_path: Path) -> None:
         resolve_storage("redis://h/0", tmp_path)
     with pytest.raises(StorageError, match="not a database URL"):
         resolve_storage("::nonsense::", tmp_path)
+    with pytest.raises(StorageError, match="gRPC storage proxy is not supported: it has no heartbeat"):
+        resolve_storage("grpc://login1:13000", tmp_path)
 
 
 def test_postgres_engine_holds_two_connections_per_worker(tmp_path: Path) -> None:
