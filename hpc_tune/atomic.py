@@ -34,9 +34,29 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it, which races
+    with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: Path, mode: str = "w", *, durable: bool = True, private: bool = False
+) -> Iterator[IO[Any]]:
     """Write to a temp file in the same directory, then os.replace: readers see old or new, never half.
+
+    The temporary file is created 0600 (mkstemp); unless ``private`` (a password), it is given the
+    permissions any new file of the user's would have (0666 less the umask) before it replaces the target,
+    so that a colleague the user's umask lets in can read the report and the metrics.
 
     ``durable`` adds an fsync, which also survives a power loss; records rewritten every epoch skip it
     (a killed process loses nothing without it, and it cost ~5 ms per write), checkpoints keep it.
@@ -44,6 +64,8 @@ def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterato
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if not private:
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             if durable:
@@ -56,8 +78,8 @@ def atomic_open(path: Path, mode: str = "w", *, durable: bool = True) -> Iterato
         raise
 
 
-def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
-    with atomic_open(path, durable=durable) as handle:
+def atomic_write_text(path: Path, text: str, *, durable: bool = True, private: bool = False) -> None:
+    with atomic_open(path, durable=durable, private=private) as handle:
         handle.write(text)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -222,6 +222,30 @@ _SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
 _SAFE_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:=/+@%-]+$")
 
 
+def _slurm_time(v: str) -> str:
+    if not _SLURM_TIME_RE.match(v):
+        raise ValueError(f"{v!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+    return v
+
+
+def _slurm_mem(v: str) -> str:
+    if not _SLURM_MEM_RE.match(v):
+        raise ValueError(f"{v!r} is not a SLURM memory size (e.g. 32G)")
+    return v
+
+
+def _sbatch_token(v: str) -> str:
+    if not _SAFE_TOKEN_RE.match(v):
+        raise ValueError(f"{v!r} has characters SLURM does not accept here")
+    return v
+
+
+# The values that go into an #SBATCH line as they are: checked once here for every job's section.
+SlurmTime = Annotated[str, AfterValidator(_slurm_time)]
+SlurmMem = Annotated[str, AfterValidator(_slurm_mem)]
+SbatchToken = Annotated[str, AfterValidator(_sbatch_token)]
+
+
 def slurm_time_seconds(time: str) -> int:
     """A SLURM time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, as ``slurm.time`` validates it)
     in seconds: the one parser behind `check`'s walltime warning and the minutes submitit is given."""
@@ -261,57 +285,38 @@ class ServerConfig(Strict):
 class ServerJobConfig(Strict):
     """The SLURM job that runs the study server: small, and requeued at its own time limit."""
 
-    time: str | None = Field(
+    time: SlurmTime | None = Field(
         None,
         description="The server job's time limit; at it the server stops cleanly, requeues itself and "
         "comes back on the same data (workers wait). `null`: `slurm.time`. Prefer the longest the partition "
         "allows.",
     )
-    partition: str | None = Field(
+    partition: SbatchToken | None = Field(
         None, description="`--partition` of the server job. `null`: `slurm.partition`."
     )
     cpus_per_task: int = Field(1, ge=1, description="`--cpus-per-task` of the server job.")
-    mem: str | None = Field("2G", description="`--mem` of the server job.")
+    mem: SlurmMem | None = Field("2G", description="`--mem` of the server job.")
     signal_grace_s: int = Field(
         60, ge=10, description="SLURM signals the server this many seconds before its time limit."
     )
 
-    @field_validator("time")
-    @classmethod
-    def _time(cls, v: str | None) -> str | None:
-        if v is not None and not _SLURM_TIME_RE.match(v):
-            raise ValueError(f"{v!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
-        return v
-
-    @field_validator("partition")
-    @classmethod
-    def _token(cls, v: str | None) -> str | None:
-        if v is not None and not _SAFE_TOKEN_RE.match(v):
-            raise ValueError(f"{v!r} has characters SLURM does not accept here")
-        return v
-
-    @field_validator("mem")
-    @classmethod
-    def _mem(cls, v: str | None) -> str | None:
-        if v is not None and not _SLURM_MEM_RE.match(v):
-            raise ValueError(f"{v!r} is not a SLURM memory size (e.g. 32G)")
-        return v
-
 
 class SlurmConfig(Strict):
-    partition: str | None = Field(None, description="`--partition`. `null`: the cluster's default.")
-    account: str | None = Field(None, description="`--account`. `null`: your default.")
-    qos: str | None = Field(None, description="`--qos`. `null`: the default.")
-    time: str = Field(
+    partition: SbatchToken | None = Field(None, description="`--partition`. `null`: the cluster's default.")
+    account: SbatchToken | None = Field(None, description="`--account`. `null`: your default.")
+    qos: SbatchToken | None = Field(None, description="`--qos`. `null`: the default.")
+    time: SlurmTime = Field(
         "01:00:00",
         description="Time limit of each array task (`MM`, `HH:MM:SS`, `D-HH:MM:SS`); a trial still running "
         "then continues in the requeued task.",
     )
-    gres: str | None = Field(None, description="`--gres`, e.g. `gpu:1`. `null`: none.")
+    gres: SbatchToken | None = Field(None, description="`--gres`, e.g. `gpu:1`. `null`: none.")
     cpus_per_task: int = Field(
         4, ge=1, description="`--cpus-per-task`; the worker limits torch's threads to it."
     )
-    mem: str | None = Field("8G", description="`--mem` per task, e.g. `32G`. `null`: the cluster's default.")
+    mem: SlurmMem | None = Field(
+        "8G", description="`--mem` per task, e.g. `32G`. `null`: the cluster's default."
+    )
     array_parallelism: int | None = Field(
         None,
         ge=1,
@@ -336,27 +341,6 @@ class SlurmConfig(Strict):
         ServerJobConfig(),
         description="The job of the study server, with `storage: server` (see `slurm.server`).",
     )
-
-    @field_validator("partition", "account", "qos", "gres")
-    @classmethod
-    def _token(cls, v: str | None) -> str | None:
-        if v is not None and not _SAFE_TOKEN_RE.match(v):
-            raise ValueError(f"{v!r} has characters SLURM does not accept here")
-        return v
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, v: str) -> str:
-        if not _SLURM_TIME_RE.match(v):
-            raise ValueError(f"{v!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
-        return v
-
-    @field_validator("mem")
-    @classmethod
-    def _mem(cls, v: str | None) -> str | None:
-        if v is not None and not _SLURM_MEM_RE.match(v):
-            raise ValueError(f"{v!r} is not a SLURM memory size (e.g. 32G)")
-        return v
 
     @field_validator("setup")
     @classmethod

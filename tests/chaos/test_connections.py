@@ -13,6 +13,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,31 @@ def small_postgres() -> Iterator[PostgresServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def peak_connections(port: int, count_query: str) -> Iterator[list[int]]:
+    """The most connections ``count_query`` (on pg_stat_activity, as the superuser) saw while the block ran,
+    polled every 0.1 s, in the yielded list's one item."""
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not done.wait(0.1):
+                cur.execute(count_query)
+                peak[0] = max(peak[0], int(cur.fetchone()[0]))
+        conn.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        watcher.join()
+
+
 def test_32_workers_on_a_server_with_20_connections(tmp_path: Path, small_postgres: PostgresServer) -> None:
     task = write_plain_objective(tmp_path, epochs=2, sleep=0.05)
     cfg = write_config(
@@ -83,28 +109,10 @@ def test_32_workers_on_a_server_with_20_connections(tmp_path: Path, small_postgr
         pruner={"type": "none"},
         worker={"heartbeat_interval": 2, "grace_period": 20, "max_retry": 1},
     )
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=small_postgres.port, user="postgres", dbname="postgres"
-        )
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            while not done.wait(0.1):
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
-                peak[0] = max(peak[0], int(cur.fetchone()[0]))
-        conn.close()
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    client_backends = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    with peak_connections(small_postgres.port, client_backends) as peak:
         cmd = [sys.executable, "-m", "hpc_tune", "run", "--local", "--workers", "32", "-c", str(cfg)]
         result = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=900)
-    finally:
-        done.set()
-        watcher.join()
     print(f"32 workers, max_connections={MAX_CONNECTIONS}: peak {peak[0]} client connections")
     shown = result.stdout + result.stderr
     assert result.returncode == 0, shown
@@ -155,26 +163,10 @@ def run_24_workers(tmp_path: Path, role: LimitedRole, port: int) -> Crowd:
         pruner={"type": "none"},
         worker={"heartbeat_interval": 2, "grace_period": 20, "max_retry": 1},
     )
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        conn = psycopg2.connect(host="127.0.0.1", port=role.server.port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            while not done.wait(0.1):
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role.name,))
-                peak[0] = max(peak[0], int(cur.fetchone()[0]))
-        conn.close()
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    of_the_role = f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{role.name}'"
+    with peak_connections(role.server.port, of_the_role) as peak:
         cmd = [sys.executable, "-m", "hpc_tune", "run", "--local", "--workers", "24", "-c", str(cfg)]
         result = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=900)
-    finally:
-        done.set()
-        watcher.join()
     shown = result.stdout + result.stderr
     assert result.returncode == 0, shown
     assert "Error:" not in shown and "Traceback" not in shown

@@ -58,6 +58,18 @@ def test_minimal_config_gets_defaults() -> None:
             "slurm.time: '2 hours' is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS) (hpctune.yaml)",
         ),
         (
+            cfg(slurm={"server": {"time": "forever"}}),
+            "slurm.server.time: 'forever' is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS) (hpctune.yaml)",
+        ),
+        (
+            cfg(slurm={"server": {"partition": "gpu;rm"}}),
+            "slurm.server.partition: 'gpu;rm' has characters SLURM does not accept here (hpctune.yaml)",
+        ),
+        (
+            cfg(slurm={"mem": "8 GB"}),
+            "slurm.mem: '8 GB' is not a SLURM memory size (e.g. 32G) (hpctune.yaml)",
+        ),
+        (
             cfg(slurm={"extra_sbatch": ["--x=1\n--y"]}),
             "slurm.extra_sbatch: '--x=1\\n--y' must be one line starting with -- (hpctune.yaml)",
         ),

@@ -23,21 +23,9 @@ from hpc_tune.storage.store import open_store
 from hpc_tune.storage.url import spec_of
 from tests.conftest import StudyUser
 from tests.slurm_fixtures import SlurmCluster, wait_until
-from tests.storage.test_server import wheel
+from tests.storage.test_server import OBJECTIVE, wheel
 
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
-
-OBJECTIVE = """\
-import time
-
-
-def objective(trial):
-    x = trial.suggest_float("x", 0.0, 1.0)
-    for epoch in range(1, {epochs} + 1):
-        time.sleep({sleep})
-        trial.report(x * epoch, epoch)
-    return x
-"""
 
 
 def write_study(

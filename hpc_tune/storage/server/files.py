@@ -84,9 +84,9 @@ class ServerFiles:
         os.chmod(self.root, 0o700)
         if not self.password.is_file() or not self.pgpass.is_file():
             secret = secrets.token_urlsafe(32)
-            _write_private(self.password, secret + "\n")
+            atomic_write_text(self.password, secret + "\n", private=True)
             # host:port:database:user:password, for every host and port the server may move to.
-            _write_private(self.pgpass, f"*:*:*:{USER}:{secret}\n")
+            atomic_write_text(self.pgpass, f"*:*:*:{USER}:{secret}\n", private=True)
 
     def read_address(self) -> Address | None:
         """The recorded address, or None when there is none (or it is unreadable: a crash mid-write cannot
@@ -110,19 +110,3 @@ class ServerFiles:
     def clear_stop_request(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.stop_request.unlink()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create the file 0600 from the start (never briefly readable by others), then replace it atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
