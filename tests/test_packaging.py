@@ -86,6 +86,32 @@ def test_setuptools_ignores_no_package(built: Built) -> None:
     assert "Package would be ignored" not in built.log, ignored
 
 
+def test_the_editable_install_of_make_demo_prints_no_notice(tmp_path: Path) -> None:
+    """What `make venv` runs (`pip install -e`): the build backend's editable hook, on a copy of the checkout.
+    A recent pip shows every notice of it, a screen of asterisks, as the first thing a new user reads."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "hpc_tune", src / "hpc_tune")
+    out = tmp_path / "out"
+    out.mkdir()
+    hook = "import sys, setuptools.build_meta as b; print(b.build_editable(sys.argv[1]))"
+    proc = subprocess.run(
+        [sys.executable, "-W", "always", "-c", hook, str(out)],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "Editable installation" not in log and "Warning" not in log, log[-4000:]
+    with zipfile.ZipFile(out / proc.stdout.strip().splitlines()[-1]) as whl:
+        pth = [whl.read(n).decode() for n in whl.namelist() if n.endswith(".pth")]
+    assert pth == [f"{src.resolve()}\n"]  # the checkout on sys.path: hpc_tune imports from it
+
+
 def test_the_core_requires_no_torch_sklearn_or_matplotlib(built: Built) -> None:
     requirements = [Requirement(line) for line in built.metadata()]
     core = {r.name.lower() for r in requirements if r.marker is None}
