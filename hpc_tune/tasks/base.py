@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from hpc_tune.config import CommandTask, FidelityConfig, TrainConfig
+from hpc_tune.config import STORAGE_ENV, CommandTask, FidelityConfig, TrainConfig
 from hpc_tune.errors import TaskError
 
 if TYPE_CHECKING:  # torch costs ~2 s to import: a worker running a plain objective(trial) never needs it
@@ -113,7 +113,7 @@ def command_environment(base: os._Environ[str] | dict[str, str] | None = None) -
     hpc_tune (for ``hpc_tune.report``) even when the venv was not activated, and without the database
     URL, which a script never needs."""
     env = dict(os.environ if base is None else base)
-    env.pop("HPCTUNE_STORAGE", None)
+    env.pop(STORAGE_ENV, None)
     bindir = str(Path(sys.executable).parent)
     path = env.get("PATH", "")
     if path.split(os.pathsep)[:1] != [bindir]:
