@@ -245,6 +245,18 @@ class StudyUser:
             timeout=timeout,
         )
 
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """``args`` as this user in the background (a dashboard, a server), as ``run`` starts them."""
+        argv = [sys.executable, "-m", "hpc_tune", *args[1:]] if args[0] == "hpctune" else list(args)
+        return subprocess.Popen(
+            ["runuser", "-u", self.name, "--", *argv],
+            cwd=self.home,
+            env=self.env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def own(self, path: Path) -> Path:
         shutil.chown(path, self.name, self.name)
         return path

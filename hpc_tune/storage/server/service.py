@@ -7,7 +7,9 @@ Rules it keeps:
   fails all of those is stale and is cleaned, never trusted;
 - **stop when the study is done, never before**: on SLURM, once the collector asked (``stop``) and no array
   task of the study is pending or running, or once no job of the study is left at all (a collector that
-  failed, a cancelled array); elsewhere, when asked (``hpctune server stop``, SIGTERM);
+  failed, a cancelled array); elsewhere, when asked (``hpctune server stop``, SIGTERM), and a server started
+  for one command (``collect``, ``dashboard``, ...) once that command's process is gone, however it ended
+  (killed, its terminal closed), so that none is left running on a login node;
 - **at its walltime** (SLURM's USR1 a minute before): fast shutdown, then requeue itself; it comes back on the
   same data, maybe on another node, and the workers find it again through ``address.json``.
 """
@@ -194,12 +196,15 @@ def _install_signals() -> _Flags:
 class _StopRule:
     """When a server job's study is done (see the module's doc)."""
 
-    def __init__(self, study: str, files: ServerFiles, slurm: SlurmEnv) -> None:
-        self.study, self.files, self.slurm = study, files, slurm
+    def __init__(self, study: str, files: ServerFiles, slurm: SlurmEnv, owner: int | None = None) -> None:
+        self.study, self.files, self.slurm, self.owner = study, files, slurm, owner
         self.started = time.monotonic()
         self.idle = 0
 
     def done(self) -> bool:
+        if self.owner is not None and not _alive(self.owner):
+            log.warning("the command this server was started for (pid %d) has ended", self.owner)
+            return True
         if not self.slurm.in_slurm:
             return self.files.stop_request.is_file()
         try:
@@ -220,9 +225,10 @@ def serve(
     environ: Mapping[str, str] | None = None,
     listen: str = "*",
     poll_s: float = POLL_S,
+    owner: int | None = None,
 ) -> str:
-    """Run the study server until it is done; returns why it stopped: ``done``, ``stopped`` or
-    ``walltime`` (after which it has requeued its own SLURM job)."""
+    """Run the study server until it is done (``owner``: or until that process has ended); returns why it
+    stopped: ``done``, ``stopped`` or ``walltime`` (after which it has requeued its own SLURM job)."""
     config = loaded.config
     files = ServerFiles(loaded.server_dir)
     slurm = SlurmEnv.from_environ(environ)
@@ -255,7 +261,7 @@ def serve(
                 )
             )
             print(f"study server of {config.study} on {host}:{port}, {bins.describe()}", flush=True)
-            rule = _StopRule(config.study, files, slurm)
+            rule = _StopRule(config.study, files, slurm, owner)
             while True:
                 flags.wake.wait(poll_s)
                 if flags.walltime.is_set():
@@ -282,9 +288,11 @@ def serve(
 # --------------------------------------------------------------------------------------------- from outside
 
 
-def start_detached(loaded: LoadedConfig, *, workers: int | None = None, listen: str = "*") -> Address:
-    """``hpctune server start``: the server in a process of its own (it outlives this one), once it
-    answers. Its output goes to server.log."""
+def start_detached(
+    loaded: LoadedConfig, *, workers: int | None = None, listen: str = "*", owner: int | None = None
+) -> Address:
+    """``hpctune server start``: the server in a process of its own (it outlives this one, unless it is
+    the ``owner`` whose end it waits for), once it answers. Its output goes to server.log."""
     files = ServerFiles(loaded.server_dir)
     postmaster.refuse_root()
     found = holder(files, loaded.config.study)
@@ -297,6 +305,8 @@ def start_detached(loaded: LoadedConfig, *, workers: int | None = None, listen: 
     argv = [sys.executable, "-m", "hpc_tune", "server", "run", "-c", str(loaded.path), "--listen", listen]
     if workers is not None:
         argv += ["--workers", str(workers)]
+    if owner is not None:
+        argv += ["--owner-pid", str(owner)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}  # not the caller's job
     with open(files.log, "ab") as out:
         proc = subprocess.Popen(
@@ -358,7 +368,8 @@ def serving(loaded: LoadedConfig, *, workers: int | None = None) -> Iterator[Add
     if running is not None:
         yield running
         return
-    started = start_detached(loaded, workers=workers)
+    # Tied to this process: if it is killed before the finally below runs, the server stops by itself.
+    started = start_detached(loaded, workers=workers, owner=os.getpid())
     try:
         yield started
     finally:
