@@ -55,6 +55,9 @@ RESUME_EPOCH = "resume_epoch"  # the last epoch in the checkpoint
 SEED = "hpctune:seed"  # a trial run with another seed than train.seed (a re-run of a top trial)
 VOID = "hpctune:void"  # created beyond the budget while a database restart broke the study lock
 CREATE_TOKEN = "hpctune:create_token"  # makes a retried create_new_trial idempotent (storage/retrying.py)
+# Optuna's own key (what ``enqueue_trial`` writes): the values ``suggest_*`` returns, whatever range the call
+# asks for. hpc_tune pins a grid point with it for an objective that asks for its parameters itself.
+FIXED_PARAMS = "fixed_params"
 
 
 class _HasUserAttrs(Protocol):

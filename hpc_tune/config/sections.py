@@ -22,7 +22,8 @@ class SamplerConfig(Strict):
     type: Literal["tpe", "random", "grid", "cmaes", "qmc"] = Field(
         "tpe",
         description="`tpe`: Bayesian, learns from every worker's trials; `random`; `grid`: every point of a "
-        "discrete space once across all workers (needs `space:` without `when:`); `cmaes`; `qmc`: "
+        "discrete space once across all workers (needs `space:` without `when:`; an objective's own "
+        "`suggest_*` calls return the space's values, as with Optuna's GridSampler); `cmaes`; `qmc`: "
         "scrambled Sobol.",
     )
     # Every worker must use the same seed for grid; tpe/random add a per-worker offset (policy/strategy.py).

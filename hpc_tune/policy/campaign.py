@@ -76,7 +76,10 @@ def _decide_grid(config: Config, trials: list[FrozenTrial], waiting: bool) -> De
     if waiting:
         return Decision("ask")  # a retry or the baseline holds its own parameters
     names = list(config.space)
-    taken = {tuple(_grid_key(t.params.get(n)) for n in names) for t in trials}
+    # An objective's trial holds its point as pinned values until the objective asks for them (and keeps
+    # them pinned if it fails first): both count as taken.
+    held = ({**t.system_attrs.get(attrs.FIXED_PARAMS, {}), **t.params} for t in trials)
+    taken = {tuple(_grid_key(point.get(n)) for n in names) for point in held}
     for point in iter_grid(config.space):
         if tuple(_grid_key(point[n]) for n in names) not in taken:
             return Decision("ask", fixed=point)

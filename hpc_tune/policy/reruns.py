@@ -104,8 +104,9 @@ def enqueue_rerun(
         attrs.RETRY_HISTORY: [*adapter.retry_history(failed), failed.number],
         attrs.FAILURES: count,
     }
-    if attrs.SEED in failed.system_attrs:
-        system[attrs.SEED] = failed.system_attrs[attrs.SEED]
+    for key in (attrs.SEED, attrs.FIXED_PARAMS):  # its seed; a grid point the objective had not asked for
+        if key in failed.system_attrs:
+            system[key] = failed.system_attrs[key]
     if hand_on is not None:
         if hand_on.checkpoint is not None:
             system[attrs.RESUME_CHECKPOINT] = str(hand_on.checkpoint)

@@ -32,7 +32,9 @@ def make_sampler(config: Config, worker_index: int = 0) -> optuna.samplers.BaseS
         # Scrambled Sobol needs the same seed everywhere so workers walk one sequence.
         return optuna.samplers.QMCSampler(seed=s.seed if s.seed is not None else 0)
     # grid: the trial source fixes every parameter to the next free grid point (campaign.py, exactly once
-    # across workers); this sampler is only asked for parameters outside the space, which a grid has none of.
+    # across workers); this sampler is only asked for parameters outside the space: none of a grid that
+    # hpctune suggests, the extra ones of an objective that asks for its own (drawn at random, as Optuna's
+    # GridSampler cannot).
     return optuna.samplers.RandomSampler(seed=seed)
 
 

@@ -40,7 +40,10 @@ def dry_run(loaded: LoadedConfig) -> DryRunResult:
                 "trials": 1,
                 "epochs": 1,
                 "phases": None,
-                "sampler": SamplerConfig(type="random", seed=0),
+                # A grid runs its first point: an objective takes a grid's values its own way (kinds/).
+                "sampler": config.sampler
+                if config.sampler.type == "grid"
+                else SamplerConfig(type="random", seed=0),
                 "pruner": PrunerConfig(type="none"),
                 "fidelity": FidelityConfig(data_fraction=DRY_RUN_DATA_FRACTION)
                 if _is_engine(loaded)

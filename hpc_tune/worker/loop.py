@@ -30,6 +30,7 @@ from hpc_tune.slurm.environment import SlurmEnv, requeue_own_task
 from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.tasks.base import load_task
 from hpc_tune.train.faults import parse_faults
+from hpc_tune.worker.kinds.objective import asks_for_its_parameters
 from hpc_tune.worker.runner import WALLTIME, TrialRunner
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
 from hpc_tune.worker.trial_source import TrialSource
@@ -107,7 +108,14 @@ class Worker:
         # Every storage call, the objective's own included, completes before SIGTERM/SIGINT is raised: a
         # signal that landed inside the journal store's file lock left it broken (FileNotFoundError).
         self.shared.storage.guard = self.guard.critical
-        self.source = TrialSource(self.shared, self.config, loaded.study_dir, worker_attrs, self.guard)
+        self.source = TrialSource(
+            self.shared,
+            self.config,
+            loaded.study_dir,
+            worker_attrs,
+            self.guard,
+            pin_as_fixed=asks_for_its_parameters(self.config, task),
+        )
         self.runner = TrialRunner(
             self.shared,
             loaded,

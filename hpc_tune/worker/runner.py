@@ -43,6 +43,7 @@ from hpc_tune.train.faults import Fault
 from hpc_tune.worker.epochs import epoch_reporter, resume_from_checkpoint, save_record
 from hpc_tune.worker.kinds import task_runner_for
 from hpc_tune.worker.kinds.base import TrialContext
+from hpc_tune.worker.kinds.objective import asks_for_its_parameters
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class TrialRunner:
         self.study_dir = loaded.study_dir
         self.task = task
         self.task_runner = task_runner_for(task, loaded, guard)
+        self.asks_itself = asks_for_its_parameters(self.config, task)
         self.guard = guard
         self.worker_attrs = dict(worker_attrs)
         self.record_base = dict(record_base)
@@ -115,7 +117,8 @@ class TrialRunner:
                 for key, attr in self.worker_attrs.items():
                     if frozen.user_attrs.get(key, _MISSING) != attr:  # each write is a transaction
                         trial.set_user_attr(key, attr)
-                if self.config.space is not None:
+                if not self.asks_itself:
+                    assert self.config.space is not None
                     record.params = suggest(trial, self.config.space)
                 self._write(record)
                 resume = resume_from_checkpoint(
@@ -147,7 +150,7 @@ class TrialRunner:
                 try:
                     outcome = self.task_runner.run(ctx)
                 finally:
-                    if self.config.space is None:  # define-by-run: the parameters the objective asked for
+                    if self.asks_itself:  # define-by-run: the parameters the objective asked for
                         snapshot = adapter.trial_snapshot(trial)
                         record.params = dict(snapshot.params if snapshot else trial.params)
                 if outcome.handed_on:

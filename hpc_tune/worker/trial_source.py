@@ -44,8 +44,14 @@ class TrialSource:
         study_dir: Any,
         worker_attrs: dict[str, Any],
         guard: SignalGuard,
+        *,
+        pin_as_fixed: bool = False,
     ) -> None:
+        """``pin_as_fixed``: the objective asks for its parameters itself, so a grid point is held as pinned
+        values (what ``enqueue_trial`` writes) that its ``suggest_*`` calls return, not as parameters of
+        space's distributions that its calls would have to repeat exactly."""
         self.shared = shared
+        self.pin_as_fixed = pin_as_fixed
         self.study = shared.study
         self.storage = shared.storage
         self.study_id = adapter.study_id(shared.study)
@@ -85,11 +91,13 @@ class TrialSource:
         if trial_id is None:
             # Created with this worker's attrs (host, pid, SLURM ids) in one statement, and with the
             # parameters it claims (a grid point) so that the next worker, under the lock, sees them taken.
+            pinned = self.pin_as_fixed and bool(claim)
             template = optuna.trial.create_trial(
                 state=TrialState.RUNNING,
                 user_attrs=self.worker_attrs,
-                params=claim,
-                distributions={name: distribution(self.config.space[name]) for name in claim},
+                system_attrs={attrs.FIXED_PARAMS: claim} if pinned else None,
+                params=None if pinned else claim,
+                distributions=None if pinned else {n: distribution(self.config.space[n]) for n in claim},
             )
             trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
         return trial_id

@@ -13,7 +13,7 @@ import random
 import sys
 from typing import TYPE_CHECKING
 
-from hpc_tune.config import LoadedConfig
+from hpc_tune.config import Config, LoadedConfig
 from hpc_tune.errors import TaskError
 from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.tasks.base import LoadedTask
@@ -40,6 +40,17 @@ def seed_rngs(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def asks_for_its_parameters(config: Config, task: LoadedTask) -> bool:
+    """Whether the objective's own ``suggest_*`` calls define the parameters' distributions.
+
+    Without ``space:`` they do. On a grid they do too: ``space:`` then only lists the values to run, which
+    the objective's calls return whatever range they ask for, as with Optuna's GridSampler (so a space of
+    choices can drive ``suggest_float("lr", 1e-5, 1, log=True)``). Otherwise hpctune suggests ``space:``
+    first and the objective must ask in the same way.
+    """
+    return task.kind == "objective" and (config.space is None or config.sampler.type == "grid")
+
+
 # How Optuna says that a suggest_* call disagrees with the distribution hpctune suggested from space:.
 _MISMATCH = ("Cannot set different", "CategoricalDistribution does not support dynamic value space")
 
@@ -51,6 +62,7 @@ class ObjectiveRunner:
         self.metric = loaded.config.metric
         self.direction = loaded.config.direction
         self.has_space = loaded.config.space is not None
+        self.grid = list(loaded.config.space or {}) if loaded.config.sampler.type == "grid" else []
         self.spec = task.spec
 
     def run(self, ctx: TrialContext) -> Outcome:
@@ -68,7 +80,20 @@ class ObjectiveRunner:
             raise
         finally:  # a pruned or failed objective's curve is kept too
             self._record_reports(ctx)
+        self._check_grid_asked(ctx)
         return Outcome(value=float(value))
+
+    def _check_grid_asked(self, ctx: TrialContext) -> None:
+        """A grid parameter the objective never asks for multiplies the grid with copies of one trial."""
+        snapshot = adapter.trial_snapshot(ctx.trial)
+        asked = snapshot.params if snapshot else ctx.trial.params
+        never = [name for name in self.grid if name not in asked]
+        if never:
+            raise TaskError(
+                f"the objective never asked for '{never[0]}', which space: lists for the grid: each of its "
+                "values would run the same trial; remove it from space or suggest it in the objective",
+                self.spec,
+            )
 
     def _record_reports(self, ctx: TrialContext) -> None:
         """The objective reported through Optuna; its reports become the record's epochs (not re-told)."""
