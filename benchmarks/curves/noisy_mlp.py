@@ -7,7 +7,9 @@ decay climb more slowly and finish ahead: the shape of the notes' F1 0.52 at epo
 epoch 83, at a size that trains 144 configurations x 2 seeds in minutes on a CPU. It exists only to make
 the replay table ``noisy.json.gz`` (``make_tables.py noisy``); it is not one of hpctune's built-in tasks.
 
-Params: lr, weight_decay, hidden, dropout, optimizer (adamw|sgd). Metric: val_acc.
+Params: lr, weight_decay, hidden, layers (default 2), dropout, optimizer (adamw|sgd). Metric: val_acc.
+``label_noise`` (a fixed param, default 0.2) is the share of labels flipped: at 0 the same data has no
+trap, and the tables ``tabular`` (0) and ``tabular_trap`` (0.2) search the same larger space on both.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ N_FEATURES = 40
 N_CLASSES = 4
 
 
-@lru_cache(maxsize=1)
-def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@lru_cache(maxsize=2)
+def _data(label_noise: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x, y = make_classification(
         n_samples=5000,
         n_features=N_FEATURES,
@@ -38,7 +40,7 @@ def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         n_redundant=10,
         n_classes=N_CLASSES,
         n_clusters_per_class=2,
-        flip_y=0.2,
+        flip_y=label_noise,
         class_sep=1.0,
         random_state=0,
     )
@@ -47,8 +49,10 @@ def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return ((x - mean) / std).astype(np.float32), y.astype(np.int64), train_idx, val_idx
 
 
-def datasets(fidelity: FidelityConfig | None = None) -> tuple[TensorDataset, TensorDataset]:
-    return tensor_datasets(*_data(), fidelity)
+def datasets(
+    fidelity: FidelityConfig | None = None, label_noise: float = 0.2
+) -> tuple[TensorDataset, TensorDataset]:
+    return tensor_datasets(*_data(label_noise), fidelity)
 
 
 def build(
@@ -56,5 +60,7 @@ def build(
 ) -> TaskParts:
     torch.manual_seed(seed)
     hidden, dropout = int(params.get("hidden", 256)), float(params.get("dropout", 0.0))
-    model = make_mlp(hidden, 2, dropout, n_features=N_FEATURES, n_classes=N_CLASSES)  # the digits MLP's shape
-    return classification_parts(model, datasets(fidelity), params, train)
+    layers = int(params.get("layers", 2))  # 2: the digits MLP's shape
+    model = make_mlp(hidden, layers, dropout, n_features=N_FEATURES, n_classes=N_CLASSES)
+    data = datasets(fidelity, float(params.get("label_noise", 0.2)))
+    return classification_parts(model, data, params, train)
