@@ -23,7 +23,7 @@ Definitions (the choices behind the numbers):
   fraction; a diverged trial also pays the epoch that diverged).
 - Epochs to target: the cost at which the configuration the strategy would pick if stopped now (its best
   completed trial by its own observed value) first has a truth within 0.5 % of the best configuration's (or
-  the table's own share: 2 % on the 504-configuration tables, where 0.5 % holds one configuration). For
+  the table's own share: 2 % and 1 % on the 504-configuration tables, where 0.5 % holds 1 and 4). For
   strategies that end with full training of low-fidelity winners (the trap: 1 winner; screening: top-k), the
   cost of that final training is added and the pick is the best promoted one: each moment of the search
   stands for the campaign that would have stopped screening there. Phases depend on the campaign's size (the

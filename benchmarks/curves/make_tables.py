@@ -141,7 +141,7 @@ TABLES: dict[str, TableSpec] = {
 }
 
 
-def _tabular(label_noise: float) -> TableSpec:
+def _tabular(label_noise: float, tolerance: float) -> TableSpec:
     """7 x 3 x 2 x 3 x 2 x 2 = 504 configurations of six parameters on the trap task's data, with
     ``label_noise`` of its labels flipped: a space where random search has to look (a few configurations
     within the target, not dozens). Batch 128: ~0.6 s (32 units, 1 layer) to ~1.7 s (128, 2) per 40-epoch
@@ -170,16 +170,16 @@ def _tabular(label_noise: float) -> TableSpec:
         batch_size=128,
         chance=0.25,
         extra={"label_noise": label_noise},
-        # Within 0.5 % of the best there is 1 configuration of the 504 (0.45 points: the noise of the mean of
-        # two seeds on 2,000 validation samples); within 2 %, 5, and random search needs ~48 trainings for
-        # one in the median.
-        tolerance=0.02,
+        tolerance=tolerance,
     )
 
 
 # Clean labels (no trap: curves can be trusted early) and 20 % flipped (the late-winner trap), same space.
-TABLES["tabular"] = _tabular(0.0)
-TABLES["tabular_trap"] = _tabular(0.2)
+# The targets: within 0.5 % of the best, the clean table has 1 configuration of the 504 (0.45 points, the
+# noise of the mean of two seeds on 2,000 validation samples); within 2 %, 5, and random search needs ~48
+# trainings for one in the median. The noisy one has 8 within 1 % (~32 trainings; within 2 %, 17).
+TABLES["tabular"] = _tabular(0.0, tolerance=0.02)
+TABLES["tabular_trap"] = _tabular(0.2, tolerance=0.01)
 
 FIDELITIES = ("full", "short", "subset")
 
