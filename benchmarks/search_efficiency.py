@@ -188,6 +188,9 @@ class Strategy:
     # hpctune campaign (phases): decide() chooses each trial's pins; run as a ladder of campaign sizes.
     campaign: Config | None = None
     general: str | None = None  # the name over every table, where ``name`` has this table's values in it
+    # A campaign of this many trials, as a user sets ``trials``, instead of the ladder of sizes (which is
+    # charged its cheapest size in hindsight).
+    campaign_size: int | None = None
 
     @property
     def label(self) -> str:
@@ -271,6 +274,17 @@ def strategies(table: Table, promote_top: int = 3) -> list[Strategy]:
             lambda: make_pruner(phased),
             campaign=phased,
             general="phases (lr and optimizer, then the rest)",
+        ),
+        *(
+            Strategy(
+                f"phases {first} then {later}, {size} trials",
+                _hpctune_sampler(phased),
+                lambda: make_pruner(phased),
+                campaign=phased,
+                general=f"phases, {size} trials (a campaign of fixed size)",
+                campaign_size=size,
+            )
+            for size in (25, 50)
         ),
     ]
 
@@ -512,8 +526,13 @@ def run_repetition(
 ) -> dict[str, Any]:
     """Epochs to target and regret at each budget, for one repetition."""
     enough = max(budgets)
-    if strategy.campaign is None:
-        result = Replay(table, strategy, rep, workers).run(cap, enough)
+    if strategy.campaign is None or strategy.campaign_size is not None:
+        campaign = (
+            None
+            if strategy.campaign is None
+            else strategy.campaign.model_copy(update={"trials": strategy.campaign_size})
+        )
+        result = Replay(table, strategy, rep, workers, campaign).run(cap, enough)
         return {
             "epochs_to_target": epochs_to_target(result.points, table),
             "regret": {b: regret_at(result.points, table, b) for b in budgets},
