@@ -6,12 +6,15 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 newest_pg_bin() { { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | tail -n 1; }
+apt_install() {  # Debian packages, quietly
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "$@" >/dev/null
+}
 pg_bin="${HPCTUNE_PG_BIN:-$(newest_pg_bin)}"
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
     echo "test-services: installing PostgreSQL (initdb not found in $pg_bin)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq postgresql >/dev/null
+    apt_install postgresql
     pg_bin="$(newest_pg_bin)"
     echo "test-services: PostgreSQL binaries in $pg_bin (the suite finds the newest version itself)"
 else
@@ -19,17 +22,13 @@ else
 fi
 if ! command -v chromium >/dev/null 2>&1; then
     echo "test-services: installing Chromium (Debian's chromium package, for the report's browser test)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
+    apt_install chromium
 else
     echo "test-services: Chromium found at $(command -v chromium)"
 fi
 if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
     echo "test-services: installing PgBouncer (the connection pooler hpctune supports past a role's limit)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq pgbouncer >/dev/null
+    apt_install pgbouncer
 else
     echo "test-services: PgBouncer found"
 fi

@@ -45,18 +45,23 @@ class Built:
         return message.get_all("Requires-Dist") or []
 
 
+def checkout_copy(src: Path) -> Path:
+    """What a build reads of the checkout. __pycache__ folders are kept, as in any checkout that ran: they
+    must not become packages."""
+    src.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "hpc_tune", src / "hpc_tune")
+    return src
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """``pip wheel`` of a copy of the checkout: setuptools writes build/ into the tree it builds, and a stale
     build/lib from an earlier build can carry files into the wheel that the current configuration would leave
     out. No index: the setuptools of the test environment builds it (the test extra requires one that can)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
-    src.mkdir()
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    # __pycache__ folders are kept, as in any checkout that ran: they must not become packages.
-    shutil.copytree(REPO / "hpc_tune", src / "hpc_tune")
+    src = checkout_copy(tmp / "src")
     out = tmp / "dist"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "--no-index"]
@@ -89,11 +94,7 @@ def test_setuptools_ignores_no_package(built: Built) -> None:
 def test_the_editable_install_of_make_demo_prints_no_notice(tmp_path: Path) -> None:
     """What `make venv` runs (`pip install -e`): the build backend's editable hook, on a copy of the checkout.
     A recent pip shows every notice of it, a screen of asterisks, as the first thing a new user reads."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "hpc_tune", src / "hpc_tune")
+    src = checkout_copy(tmp_path / "src")
     out = tmp_path / "out"
     out.mkdir()
     hook = "import sys, setuptools.build_meta as b; print(b.build_editable(sys.argv[1]))"
