@@ -340,6 +340,10 @@ def make_fixture_study(tmp_path: Path) -> Path:
             state=state.name,
             value=value if state == TrialState.COMPLETE else None,
             fidelity={"data_fraction": 1.0, "epochs": 3},  # scheduled for 3; the pruned one stopped at 2
+            # On one GPU, 10 minutes more per trial: trial n held it (n + 1) / 6 hours.
+            duration_s=600.0 * (number + 1),
+            devices={"kind": "gpu", "count": 1, "ids": ["0"]},
+            device_seconds=600.0 * (number + 1),
         )
         for epoch, v in curve.items():
             record.add_epoch({"epoch": epoch, "val_acc": v}, "val_acc", "maximize")
@@ -356,6 +360,9 @@ def test_collect_exact_output_and_files(tmp_path: Path) -> None:
     assert out == (
         "study fixture: 7/7 finished (COMPLETE 5, PRUNED 1, FAIL 1, RUNNING 0, WAITING 0; 0 retried)\n"
         "pruning: 1 pruned, 14 of 15 epochs run (7% saved)\n"
+        # Trial 6's record is quarantined: its hours are Optuna's (none here) on one device.
+        "GPU-hours: 3.5 (COMPLETE 2.17, FAIL 0.833, PRUNED 0.5); 0.833 lost to failures; pruning saved 0.25; "
+        "1.67 until within 1 % of the best (1 trial(s) without recorded devices counted as one)\n"
         "quarantined 1 file(s): trial-6.json\n"
         "best: trial 3, val_acc 0.97, lr=0.0003, opt=sgd\n"
         "baseline: trial 0, val_acc 0.91\n"

@@ -99,10 +99,17 @@ def worker(
     config_path: Path, storage: str | None, worker_index: int | None, max_trials: int | None, verbose: bool
 ) -> int:
     """Run one worker: take trials from the shared study until its budget is used (an array task)."""
+    from hpc_tune.storage.timelines import process_start_time
     from hpc_tune.worker.loop import run_worker
 
     setup_logging(verbose)
-    report = run_worker(load(config_path, storage), storage, worker_index=worker_index, max_trials=max_trials)
+    report = run_worker(
+        load(config_path, storage),
+        storage,
+        worker_index=worker_index,
+        max_trials=max_trials,
+        started_at=process_start_time(),  # this process is the worker: its start-up is the allocation's
+    )
     states = ", ".join(f"{k} {v}" for k, v in sorted(report.by_state.items())) or "none"
     click.echo(f"worker done: {report.trials_run} trial(s) ({states}); stopped by {report.stopped_by}")
     return report.exit_code

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +24,7 @@ from hpc_tune.attrs import worker_of
 from hpc_tune.collector.advice import recommend
 from hpc_tune.collector.analysis import analyze
 from hpc_tune.collector.analysis_model import Importance, ImportanceSkipped
+from hpc_tune.collector.device_hours import device_hours, format_hours
 from hpc_tune.collector.digest import next_steps
 from hpc_tune.collector.formatting import fmt
 from hpc_tune.collector.html import ReportFiles, write_report
@@ -49,6 +50,7 @@ from hpc_tune.policy.reruns import retried_numbers
 from hpc_tune.policy.shared_study import SharedStudy
 from hpc_tune.policy.shared_study import load_existing_study as load_study
 from hpc_tune.storage.records import LoadedTrials, now_iso, read_trials
+from hpc_tune.storage.timelines import WorkerTimeline, read_timelines
 
 __all__ = [
     "Collected",
@@ -127,6 +129,7 @@ def summarize(
     importance: Literal["ped_anova", "fanova"] = "ped_anova",
     confirmation: Confirmation | None = None,
     trials: list[FrozenTrial] | None = None,
+    timelines: Sequence[WorkerTimeline] = (),
 ) -> Summary:
     """The summary of a study: counts, top-k, baseline, pruning, then the analysis (importance, warnings),
     the confirmation runs when there are any, and the recommendations for the next study.
@@ -166,6 +169,7 @@ def summarize(
     marked = [r for r in rows if r.baseline]
     baseline = next((r for r in reversed(marked) if not r.retried), marked[-1] if marked else None)
     metric = study.user_attrs.get(attrs.METRIC)
+    hours = device_hours(trials, rows, loaded.records, direction, timelines)
     # A confirmation study names the study it confirms: its summary is not confirmed again.
     confirms = study.user_attrs.get(attrs.CONFIRMS)
     analysis = analyze(
@@ -198,6 +202,7 @@ def summarize(
         ),
         reasons=dict(sorted(Counter(r.reason for r in rows if r.reason).items())),
         pruning=_pruning(rows, loaded),
+        **({"device_hours": hours} if hours is not None else {}),
         **extra,
         quarantined=[Quarantined(**q) for q in loaded.quarantined],
         confirmation=confirmation,
@@ -310,6 +315,7 @@ def collect(
     summary = summarize(
         study,
         loaded,
+        timelines=read_timelines(study_dir),
         budget=budget,
         config=config,
         importance=importance,
@@ -372,6 +378,9 @@ def format_table(summary: Summary) -> str:
         if ahead:
             line += f"; {ahead} of them were ahead of the best trial at the epoch they were stopped"
         lines.append(line)
+    hours = summary.device_hours
+    if hours is not None:
+        lines.append(format_hours(hours))
     if summary.quarantined:
         lines.append(
             f"quarantined {len(summary.quarantined)} file(s): "

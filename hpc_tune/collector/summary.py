@@ -23,6 +23,7 @@ __all__ = [
     "Confirmation",
     "ConfirmedConfig",
     "Counts",
+    "DeviceHours",
     "PhaseSummary",
     "Promotion",
     "PrunerChange",
@@ -97,6 +98,43 @@ class Pruning(Model):
     epochs_spent: int = Field(description="Epochs the finished trials ran.")
     epochs_if_unpruned: int = Field(description="Epochs they would have run without pruning.")
     saved_fraction: float = Field(description="1 - spent / if_unpruned.")
+
+
+class DeviceHours(Model):
+    """What the study cost in the devices its trials held: GPU-hours, or CPU core-hours where the tasks had no
+    GPU (trial-hours, one per trial and hour, for a study whose trials recorded no devices: a foreign one)."""
+
+    unit: Literal["GPU-hours", "CPU core-hours", "trial-hours"] = Field(description="What the figures count.")
+    total: float = Field(description="Every trial's hours (a running trial's until now).")
+    by_state: dict[str, float] = Field(description="Hours by the trials' states (COMPLETE, PRUNED, ...).")
+    lost_to_failures: float = Field(
+        description="Hours of trials that failed (re-run or not), walltime hand-ons excluded."
+    )
+    handed_on: float = Field(
+        description="Hours of trials stopped at the walltime and continued by another (from a checkpoint "
+        "when the task saves one, so that only the epoch in progress is run again)."
+    )
+    saved_by_pruning: float = Field(
+        description="Hours pruned trials would have run to their scheduled last epoch, at their own speed."
+    )
+    until_near_best: float | None = Field(
+        description="Hours spent (by every trial, running ones too) until the best trial so far was first "
+        "within 1 % of the study's best; null before any ranked trial."
+    )
+    estimated_trials: int = Field(
+        description="Trials whose devices were not recorded (counted as one device of the unit)."
+    )
+    allocated: float | None = Field(
+        None,
+        description="Hours the workers held, each from its process's start to its exit (or its timeline's "
+        "last write, for one that was killed); null without worker timelines (a foreign study).",
+    )
+    idle: dict[str, float] | None = Field(
+        None,
+        description="Of `allocated`, the hours no trial ran, by what the worker did: starting, waiting (for "
+        "a trial, or lingering at the study's end), handing_on, exiting.",
+    )
+    idle_share: float | None = Field(None, description="Idle / allocated.")
 
 
 class Promotion(Model):
@@ -243,6 +281,9 @@ class Summary(Sparse):
     baseline: BaselineEntry | None = Field(description="The config's baseline, if it has one.")
     reasons: dict[str, int] = Field(description="Why trials ended (see `trials[].reason`) -> how many.")
     pruning: Pruning = Field(description="What pruning saved.")
+    device_hours: DeviceHours | None = Field(
+        None, description="GPU-hours (CPU core-hours) by state, lost, saved; absent before any trial started."
+    )
     screening_top_k: list[TopEntry] | None = Field(
         None, description="With promotions only: the best 5 screening trials (on the screening fidelity)."
     )

@@ -33,6 +33,7 @@ from hpc_tune.launchers.options import check_no_password, check_setup, refuse_em
 from hpc_tune.policy.dead_workers import dead_local_workers
 from hpc_tune.policy.shared_study import fail_running
 from hpc_tune.slurm import ArraySpec, max_array_size
+from hpc_tune.storage.timelines import process_start_time
 from hpc_tune.storage.url import spec_of
 
 if TYPE_CHECKING:
@@ -74,19 +75,17 @@ class JobStorage:
     from_env: bool = False
 
     def resolve(self) -> str | None:
-        if not self.from_env:
-            return self.url
-        url = os.environ.get(STORAGE_ENV)
-        if not url:
+        url = os.environ.get(STORAGE_ENV) if self.from_env else self.url
+        if self.from_env and not url:
             raise StorageError(
                 "the study's storage URL was to come from the job's environment, which has none", STORAGE_ENV
             )
         return url
 
 
-def _setup_job_logging() -> None:
-    """What ``hpctune worker`` prints, in a job's own process (never in the caller's: debug runs there).
-    On hpc_tune's logger, not the root: submitit's logger has its own handler and would print twice."""
+def _start_own_process() -> float:
+    """In a job's own process (not debug's), log as ``hpctune worker`` on hpc_tune's logger (submitit's has
+    its own handler: the root's would print twice); return when it started: the task held its start-up too."""
     logger = logging.getLogger("hpc_tune")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -96,6 +95,7 @@ def _setup_job_logging() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return process_start_time()
 
 
 class WorkerTask(Checkpointable):
@@ -125,9 +125,9 @@ class WorkerTask(Checkpointable):
     def __call__(self) -> TaskReport:
         from hpc_tune.worker.loop import run_worker
 
-        if self.own_process:
-            _setup_job_logging()
-        report = run_worker(self.loaded, self.storage.resolve(), worker_index=self.index, requeue=False)
+        started = _start_own_process() if self.own_process else None
+        storage = self.storage.resolve()
+        report = run_worker(self.loaded, storage, worker_index=self.index, requeue=False, started_at=started)
         if report.stopped_by == "walltime":
             _requeue_through_submitit()
         if report.stopped_by == "signal":

@@ -41,6 +41,10 @@ class TrialRecord:
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
     duration_s: float | None = None
+    # What the trial's task held while it ran (hpc_tune.slurm.allocation: kind gpu|cpu, count, ids) and
+    # duration x count: the GPU-hours (CPU core-hours) the collector adds up.
+    devices: dict[str, Any] | None = None
+    device_seconds: float | None = None
     best: dict[str, Any] | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     # Epochs validated on a subset (train.val_fraction): the whole validation set's results of the last and

@@ -26,8 +26,10 @@ from typing import Any
 from hpc_tune import attrs
 from hpc_tune.config import LoadedConfig
 from hpc_tune.policy.shared_study import open_study
+from hpc_tune.slurm.allocation import devices_held
 from hpc_tune.slurm.environment import SlurmEnv, requeue_own_task
 from hpc_tune.storage import optuna_adapter as adapter
+from hpc_tune.storage.timelines import WorkerTimeline, timeline_path
 from hpc_tune.tasks.base import load_task
 from hpc_tune.train.faults import parse_faults
 from hpc_tune.worker.kinds.objective import asks_for_its_parameters
@@ -83,15 +85,25 @@ class Worker:
         max_trials: int | None = None,
         environ: Mapping[str, str] | None = None,
         requeue: bool = True,
+        started_at: float | None = None,
     ) -> None:
         """``requeue=False``: after a walltime hand-on, leave the requeue to the caller (submitit requeues
-        the tasks of ``hpc_tune.launch`` itself; a second requeue would run the task twice)."""
+        the tasks of ``hpc_tune.launch`` itself; a second requeue would run the task twice). ``started_at``:
+        when the worker's allocation started being used (its process's start, for a worker process), the
+        start of its timeline's "starting"; now by default (a worker inside another program)."""
         self.loaded = loaded
         self.requeue = requeue
         self.config = loaded.config
         self.environ = dict(os.environ if environ is None else environ)
         self.max_trials = max_trials
         self.slurm = SlurmEnv.from_environ(self.environ)
+        host, pid = socket.gethostname(), os.getpid()
+        slurm_ids = {k: v for k, v in self.slurm.ids().items() if v is not None}
+        devices = devices_held(self.environ).to_json()
+        self.timeline = WorkerTimeline(
+            host, pid, slurm_ids, devices, path=timeline_path(loaded.study_dir, host, pid)
+        )
+        self.timeline.begin("starting", at=started_at)
         if worker_index is None:  # an array task: its index in the whole request (also a split array)
             worker_index = self.slurm.global_task_id or 0
         limit_threads(self.environ)
@@ -101,8 +113,6 @@ class Worker:
         sampler_index = worker_index + RESTART_SEED_STRIDE * self.slurm.restart_count
         self.shared = open_study(loaded, storage_url, worker_index=sampler_index)
         self.study = self.shared.study
-        host, pid = socket.gethostname(), os.getpid()
-        slurm_ids = {k: v for k, v in self.slurm.ids().items() if v is not None}
         worker_attrs: dict[str, Any] = {attrs.WORKER: attrs.worker_attr(host, pid, slurm_ids)}
         self.guard = SignalGuard()
         # Every storage call, the objective's own included, completes before SIGTERM/SIGINT is raised: a
@@ -122,7 +132,7 @@ class Worker:
             task,
             self.guard,
             worker_attrs,
-            {"host": host, "pid": pid, "slurm": slurm_ids},
+            {"host": host, "pid": pid, "slurm": slurm_ids, "devices": devices},
             parse_faults(self.environ.get("HPCTUNE_FAULT")),
         )
         self._current: Any = None
@@ -138,10 +148,12 @@ class Worker:
                     if self.guard.walltime.is_set():
                         report.stopped_by = "walltime"
                         break
+                    self.timeline.begin("waiting")
                     trial = self.source.next_trial()
                     if trial is None:
                         break
                     self._current = trial
+                    self.timeline.begin("trial", trial.number)
                     state = self.runner.run(trial)
                     self._current = None
                     report.trials_run += 1
@@ -153,8 +165,11 @@ class Worker:
                 report.stopped_by = "signal"
                 if self._current is not None:  # interrupted before the runner could take care of it
                     self.runner.fail_and_rerun(adapter.trial_id(self._current), "interrupted")
+            finally:
+                self.timeline.begin("exiting")
         if report.stopped_by == "walltime" and self.requeue and self.slurm.array_task_id is not None:
             requeue_own_task(self.slurm)
+        self.timeline.close()
         return report
 
 
@@ -165,9 +180,15 @@ def run_worker(
     worker_index: int | None = None,
     max_trials: int | None = None,
     requeue: bool = True,
+    started_at: float | None = None,
 ) -> WorkerReport:
     """Run one worker to its end. ``worker_index`` decorrelates the workers' samplers; None: the SLURM array
     task's index in the whole request (HPCTUNE_ARRAY_OFFSET added for a split array), else 0."""
     return Worker(
-        loaded, storage_url, worker_index=worker_index, max_trials=max_trials, requeue=requeue
+        loaded,
+        storage_url,
+        worker_index=worker_index,
+        max_trials=max_trials,
+        requeue=requeue,
+        started_at=started_at,
     ).run()

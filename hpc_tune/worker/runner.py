@@ -87,6 +87,9 @@ class TrialRunner:
         record.finished_at = now_iso()
         if started is not None:
             record.duration_s = round(time.monotonic() - started, 3)
+            count = (record.devices or {}).get("count")
+            if isinstance(count, int) and count > 0:
+                record.device_seconds = round(record.duration_s * count, 3)
         self._write(record)
 
     # ------------------------------------------------------------------------------------------ one trial
@@ -154,7 +157,7 @@ class TrialRunner:
                         snapshot = adapter.trial_snapshot(trial)
                         record.params = dict(snapshot.params if snapshot else trial.params)
                 if outcome.handed_on:
-                    self._hand_on(trial, record, checkpoint)
+                    self._hand_on(trial, record, checkpoint, started)
                     return WALLTIME
                 value = outcome.value
                 state = TrialState.COMPLETE
@@ -220,7 +223,7 @@ class TrialRunner:
             trial.set_user_attr(attrs.REASON, reason)
         adapter.tell(self.study, trial, state, value)
 
-    def _hand_on(self, trial: optuna.Trial, record: TrialRecord, checkpoint: Path) -> None:
+    def _hand_on(self, trial: optuna.Trial, record: TrialRecord, checkpoint: Path, started: float) -> None:
         """Walltime: this trial is continued by a new trial that resumes from the checkpoint (or starts over
         when there is none: a script that does not save to the path it was given).
 
@@ -246,4 +249,4 @@ class TrialRunner:
                     )
             except LockLost:
                 pass
-            self._finish_record(record, "FAIL", "walltime", None, None)
+            self._finish_record(record, "FAIL", "walltime", None, started)
