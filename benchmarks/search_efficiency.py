@@ -72,6 +72,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # curve_forecast.py lives beside this script (tests import it as a module)
     sys.path.insert(0, str(HERE))
 from curve_forecast import CurveForecastPruner  # noqa: E402
+from partial_evidence import PartialEvidencePruner  # noqa: E402
 
 CURVES = HERE / "curves"
 OPTUNA = 2  # the index of "Optuna defaults" in strategies(): the second reference of the targets
@@ -191,6 +192,9 @@ class Strategy:
     # A campaign of this many trials, as a user sets ``trials``, instead of the ladder of sizes (which is
     # charged its cheapest size in hindsight).
     campaign_size: int | None = None
+    # Screening whose promotion goes on while the subset's ranking disagrees with the promoted trials' full
+    # results (the best at full fidelity is among the last two promoted), up to this many promoted trials.
+    promote_until_agree: int | None = None
 
     @property
     def label(self) -> str:
@@ -285,6 +289,23 @@ def strategies(table: Table, promote_top: int = 3) -> list[Strategy]:
                 campaign_size=size,
             )
             for size in (25, 50)
+        ),
+        *(
+            Strategy(
+                f"hpctune TPE, reliable epoch from partial curves too (horizon {h:g})",
+                hp,
+                lambda h=h: PartialEvidencePruner(epochs, horizon=h),
+            )
+            for h in (0.25, 0.5)
+        ),
+        Strategy(
+            f"screening {table.data_fraction:g} data, top-{promote_top}, more while the ranking disagrees",
+            hp,
+            lambda: make_pruner(default),
+            "subset",
+            promote_top,
+            general=f"screening on a data subset, top-{promote_top}, promotion until the rankings agree",
+            promote_until_agree=3 * promote_top,
         ),
     ]
 
@@ -459,6 +480,13 @@ class Replay:
         if not done:
             return
         full = [self._promote(r) for r in done[:k]]
+        while self.strategy.promote_until_agree and len(full) < min(
+            len(done), self.strategy.promote_until_agree
+        ):
+            scored = [(f.value if maximize else -f.value) if f.value is not None else -math.inf for f in full]
+            if scored.index(max(scored)) < len(full) - 2:
+                break  # the subset's ranking agrees with the full results at the top: promotion ends
+            full.append(self._promote(done[len(full)]))
         extra = sum(f.epochs_run for f in full)
         pick = full[0] if k == 1 else _best_of(full, maximize)  # one winner is kept whatever it shows
         if pick is not None and pick.state == "COMPLETE":

@@ -383,3 +383,83 @@ def test_the_curve_forecast_stops_a_flat_loser_and_spares_a_climber() -> None:
     assert decision(flat)  # levelled off at 0.7 against an incumbent of 0.9
     assert not decision(climbing)  # 0.05 a epoch: it can still pass 0.9
     assert not decision(flat[:2])  # too few epochs to fit a curve
+
+
+def _partial(study: optuna.Study, curve: list[float], state: optuna.trial.TrialState) -> None:
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=state,
+            value=curve[-1] if state == optuna.trial.TrialState.COMPLETE else None,
+            intermediate_values=dict(enumerate(curve, 1)),
+            params={},
+            distributions={},
+        )
+    )
+
+
+def test_partial_curves_let_pruning_start_before_five_trials_finish_where_they_agree() -> None:
+    """Evidence from running trials, measured as a strategy: five trials that have run half of their 40
+    epochs and keep their order from epoch 2 on let a trial below their median be pruned with no trial
+    finished; where their order at epoch 2 is reversed by epoch 20, nothing is pruned; curves too short
+    (below the horizon) are no evidence."""
+    from benchmarks.partial_evidence import PartialEvidencePruner
+
+    running = optuna.trial.TrialState.RUNNING
+    levels = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+    def study_with(curves: list[list[float]]) -> optuna.Study:
+        study = optuna.create_study(direction="maximize", pruner=PartialEvidencePruner(40, horizon=0.5))
+        for curve in curves:
+            _partial(study, curve, running)
+        return study
+
+    def pruned(study: optuna.Study, curve: list[float]) -> bool:
+        trial = study.ask()
+        for epoch, value in enumerate(curve, 1):
+            trial.report(value, epoch)
+        return trial.should_prune()
+
+    agreeing = [[level * e / 20 for e in range(1, 21)] for level in levels]
+    assert pruned(study_with(agreeing), [0.01 * e for e in range(1, 6)])  # far below the median at epoch 5
+    assert not pruned(study_with(agreeing), [0.9 * e / 20 for e in range(1, 6)])  # on the best's track
+    # Ranked one way at the start and the other way at epoch 20 (late starters win): no epoch is trusted.
+    crossing = [[(1.4 - level) if e < 10 else level for e in range(1, 21)] for level in levels]
+    assert not pruned(study_with(crossing), [0.01 * e for e in range(1, 6)])
+    short = [curve[:10] for curve in agreeing]  # epoch 10 of 40: below the horizon of half the run
+    assert not pruned(study_with(short), [0.01 * e for e in range(1, 6)])
+
+
+def test_screening_promotes_more_while_the_subset_ranking_disagrees_with_full_training() -> None:
+    """Promotion that goes on while the best full result is among the last two promoted: where the subset
+    ranks configurations as full training does (the synthetic table), it promotes what top-3 promotes;
+    where the subset's ranking is reversed, it promotes more (never past its cap of 9), from the same
+    subset trials, and its pick at the end is at least as good."""
+    table = synthetic_table()
+    listed = strategies(table)
+    plain = next(s for s in listed if s.fidelity == "subset" and not s.promote_until_agree)
+    more = next(s for s in listed if s.promote_until_agree)
+    assert more.promote_top == plain.promote_top == 3 and more.promote_until_agree == 9
+
+    def both(t: Table, rep: int) -> tuple[Replay, Replay]:
+        a, b = Replay(t, plain, rep=rep, workers=1), Replay(t, more, rep=rep, workers=1)
+        a.run(30 * EPOCHS, 30 * EPOCHS)
+        b.run(30 * EPOCHS, 30 * EPOCHS)
+        assert [r.config for r in a.runs] == [r.config for r in b.runs]  # the search itself is the same
+        return a, b
+
+    for rep in range(3):
+        a, b = both(table, rep)
+        assert set(a.promoted) == set(b.promoted)
+    reversed_table = synthetic_table()
+    # The subset now ranks every configuration opposite to its full-data truth.
+    reversed_table.curves["subset"] = [
+        [_curve(1.0 - truth, EPOCHS, False)] * 2 for truth in reversed_table.truth
+    ]
+    extended = 0
+    for rep in range(3):
+        a, b = both(reversed_table, rep)
+        assert set(a.promoted) <= set(b.promoted) and len(b.promoted) >= len(a.promoted)
+        extended += len(b.promoted) > len(a.promoted)
+        regret = [reversed_table.regret(r.points[-1].config) for r in (a, b)]
+        assert regret[1] <= regret[0]
+    assert extended  # the mechanism fired: more full trainings where the rankings disagree
