@@ -83,6 +83,14 @@ class AllTrialsFailedError(HpcTuneError):
     exit_code = 8
 
 
+class LrRangeError(HpcTuneError):
+    """The learning-rate range test ran but its curves give no range (the loss never fell, or every run
+    diverged at once), or the script of a command task did not answer its protocol: the figure, when one was
+    drawn, shows why."""
+
+    exit_code = 9
+
+
 class TrialAbort(Exception):
     """Control flow from the train engine: stop this trial with ``reason`` and go on with the next one.
 

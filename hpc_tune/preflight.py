@@ -5,19 +5,24 @@ missing file, a typo in a module or a broken import is one line here and not a f
 the config's lint (config/lint.py) warns about settings that waste trials; a PostgreSQL storage is asked
 whether it answers and how many connections it allows, against what the array's workers will need
 (storage/probe.py); and a study submitted before is compared with this config, which must still be the one
-its trials ran with.
+its trials ran with. When the study has a learning-rate range test (``hpctune lr-range``), the space's
+``lr`` is compared with the range it suggested.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hpc_tune import attrs
 from hpc_tune.config import Config, LoadedConfig
 from hpc_tune.config.lint import LintFinding, lint, lint_for_task
+from hpc_tune.config.space import FloatParam
 from hpc_tune.errors import HpcTuneError, StorageError
+from hpc_tune.lr_range.result import LR_RANGE_JSON, LrRangeResult, read_result
+from hpc_tune.lr_range.suggest import yaml_number
 from hpc_tune.policy.shared_study import existing_study_attrs
 from hpc_tune.slurm import ArraySpec
 from hpc_tune.storage.connections import peak_connections
@@ -94,6 +99,7 @@ def preflight(loaded: LoadedConfig, array: ArraySpec | None = None) -> Preflight
             recorded = None  # the workers' problem; check warns about the config
     if recorded is not None:
         findings += lint_against_study(config, recorded)
+    findings += _lr_range_findings(loaded)
     storage = "embedded" if config.embedded else spec.display
     return Preflight(loaded, task.kind, findings, storage, database, workers, server)
 
@@ -184,3 +190,48 @@ def lint_against_study(config: Config, study_attrs: Mapping[str, Any]) -> list[L
             f"different lengths would be ranked together: set it back to {recorded}, or use a new study name",
         )
     ]
+
+
+# A space's lr range this many times wider (as a ratio high / low) than the range test's suggestion spends
+# most of its trials where the loss does not fall or diverges.
+LR_RANGE_TOO_WIDE = 100.0
+
+
+def _lr_range_findings(loaded: LoadedConfig) -> list[LintFinding]:
+    try:
+        result = read_result(loaded.study_dir)
+    except HpcTuneError as exc:
+        return [LintFinding("lr-range", exc.line())]
+    return [] if result is None else lint_lr_range(loaded.config, result)
+
+
+def lint_lr_range(config: Config, result: LrRangeResult) -> list[LintFinding]:
+    """Warnings about the space's learning rate against the study's range test: a range that misses the
+    suggestion, or one far wider than it."""
+    suggestion = result.suggestion
+    spec = (config.space or {}).get(result.param)
+    if suggestion is None or not isinstance(spec, FloatParam) or spec.low <= 0:
+        return []  # no suggestion, or the space no longer has the parameter the test swept
+    key = f"space.{result.param}"
+    where = Path(config.results) / config.study / LR_RANGE_JSON  # as the config names it
+    found = f"the range test's {suggestion.low:.1e} to {suggestion.high:.1e} ({where})"
+    fix = f"low: {yaml_number(suggestion.low)}, high: {yaml_number(suggestion.high)}"
+    if spec.high < suggestion.low or spec.low > suggestion.high:
+        side = "below" if spec.high < suggestion.low else "above"
+        return [
+            LintFinding(
+                key,
+                f"is {spec.low:.1e} to {spec.high:.1e}, all {side} {found}: no trial would train at a rate "
+                f"where the loss falls well; set {fix}, or run hpctune lr-range again",
+            )
+        ]
+    wider = (spec.high / spec.low) / (suggestion.high / suggestion.low)
+    if wider > LR_RANGE_TOO_WIDE:
+        return [
+            LintFinding(
+                key,
+                f"is {spec.low:.1e} to {spec.high:.1e}, {wider:.0f} times as wide (as a ratio) as {found}: "
+                f"most trials would go where the loss does not fall or diverges; narrow it to {fix}",
+            )
+        ]
+    return []

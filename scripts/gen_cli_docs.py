@@ -18,8 +18,8 @@ HEADER = """# CLI reference
 
 Generated from `hpctune --help` by `scripts/gen_cli_docs.py`; do not edit by hand.
 Every command turns a user error into one line, `Error: <what> (<where>)`, and a non-zero exit code:
-2 config or usage, 3 storage, 4 task, 5 SLURM, 8 every trial of the study failed (`collect`), 75 database
-unreachable (try again later).
+2 config or usage, 3 storage, 4 task, 5 SLURM, 8 every trial of the study failed (`collect`), 9 the
+learning-rate range test found no range (`lr-range`), 75 database unreachable (try again later).
 """
 
 

@@ -5,6 +5,7 @@ and existing scripts tuned as they are (argparse, Hydra, plain text). An example
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -144,7 +145,14 @@ ARGPARSE_HOPELESS = {"lr": 1e-4, "weight_decay": 1e-6, "batch_size": 128, "hidde
 @pytest.mark.slow
 def test_argparse_script_is_tuned_as_it_is_and_a_hopeless_trial_is_pruned(tmp_path: Path) -> None:
     original = (EXAMPLES / "argparse_script" / "train.py").read_bytes()
-    assert b"hpc_tune" not in original and b"HPCTUNE" not in original  # it knows nothing about us
+    # It imports nothing of us; the one variable it reads is the opt-in range test's (hpctune lr-range).
+    assert b"hpc_tune" not in original
+    assert set(re.findall(rb"HPCTUNE\w*", original)) == {
+        b"HPCTUNE_LR_RANGE",
+        b"HPCTUNE_LR_RANGE_MIN",
+        b"HPCTUNE_LR_RANGE_MAX",
+        b"HPCTUNE_LR_RANGE_STEPS",
+    }
     cfg = copy_example("argparse_script", tmp_path, trials=5, epochs=4)
     # Three good configurations finish first (the yaml's pruner waits for 3), then one that barely learns
     # in 4 epochs: its prune is certain, not up to the sampler. The fifth trial is the yaml's baseline.

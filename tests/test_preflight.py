@@ -16,10 +16,13 @@ from hpc_tune import attrs
 from hpc_tune.cli import cli
 from hpc_tune.config import load_config, parse_config
 from hpc_tune.config.lint import LintFinding
+from hpc_tune.lr_range.curve import LrRun
+from hpc_tune.lr_range.result import LrRangeResult, write_result
+from hpc_tune.lr_range.suggest import LrSuggestion, RunRange
 from hpc_tune.policy.shared_study import existing_study_attrs, open_study
-from hpc_tune.preflight import lint_against_study
+from hpc_tune.preflight import lint_against_study, lint_lr_range
 from hpc_tune.storage.url import resolve_storage
-from tests.config.test_lint import cfg
+from tests.config.test_lint import SPACE, cfg
 from tests.conftest import PostgresServer, write_config
 
 
@@ -136,3 +139,80 @@ def test_check_compares_the_roles_connection_limit_with_the_arrays_workers(
     assert expected in lines
     code, lines = check_lines(config, "--array", "0-23%4")  # 4 at once, 3 connections each: fits in 12
     assert code == 0 and not any(line.startswith("warning: storage:") for line in lines)
+
+
+# --- the space's lr against the study's learning-rate range test ------------------------------------------
+
+
+def lr_range_result(low: float, high: float, param: str = "lr") -> LrRangeResult:
+    """What ``hpctune lr-range`` would have written, with the suggestion [low, high]."""
+    run = LrRun(
+        label="adamw, batch 64",
+        optimizer="adamw",
+        batch_size=64,
+        steps=3,
+        smoothing=0.5,
+        stopped="diverged",
+        lr=[1e-5, 1e-2, 30.0],
+        loss=[2.3, 1.0, 9.0],
+        smoothed=[2.3, 1.4, 5.5],
+    )
+    return LrRangeResult(
+        study="s1",
+        task="hpc_tune.tasks.digits",
+        param=param,
+        space_low=1e-4,
+        space_high=1e-1,
+        start_lr=1e-5,
+        end_lr=30.0,
+        steps=3,
+        runs=[run],
+        readings=[RunRange(label=run.label, steepest_lr=low * 10, lowest_lr=high * 3)],
+        suggestion=LrSuggestion(low=low, high=high),
+    )
+
+
+@pytest.mark.parametrize(
+    ("space_lr", "expected"),
+    [
+        ((1e-4, 1e-1), None),  # holds the suggestion, 1000x wide against its 40x: 25 times, under 100
+        ((1e-3, 1e-2), None),  # inside it
+        ((1e-7, 1e-5), "all below"),
+        ((1.0, 10.0), "all above"),
+        ((1e-7, 10.0), "times as wide"),
+    ],
+)
+def test_lr_against_the_range_test(space_lr: tuple[float, float], expected: str | None) -> None:
+    space = {**SPACE, "lr": {"type": "float", "low": space_lr[0], "high": space_lr[1], "log": True}}
+    found = lint_lr_range(parse_config(cfg(space=space)), lr_range_result(1e-3, 4e-2))
+    if expected is None:
+        assert found == []
+        return
+    (finding,) = found
+    assert finding.key == "space.lr" and expected in finding.message
+    assert "the range test's 1.0e-03 to 4.0e-02 (runs/s1/lr-range.json)" in finding.message
+    assert "low: 1.0e-3, high: 4.0e-2" in finding.message
+
+
+def test_a_range_test_of_another_parameter_or_without_a_suggestion_says_nothing() -> None:
+    config = parse_config(cfg(space={**SPACE, "lr": {"type": "float", "low": 1e-7, "high": 1e-6}}))
+    assert lint_lr_range(config, lr_range_result(1e-3, 4e-2, param="optimizer.lr")) == []
+    assert lint_lr_range(config, lr_range_result(1e-3, 4e-2).model_copy(update={"suggestion": None})) == []
+
+
+def test_check_reads_the_studys_range_test_and_warns_when_the_space_misses_it(tmp_path: Path) -> None:
+    config = write(tmp_path, space={**SPACE, "lr": {"type": "float", "low": 1e-7, "high": 1e-5, "log": True}})
+    code, lines = check_lines(config)
+    assert code == 0 and not any("range test" in line for line in lines)  # no test yet: nothing to say
+    write_result(load_config(config).study_dir, lr_range_result(1e-3, 4e-2))
+    code, lines = check_lines(config)
+    where = tmp_path / "runs" / "s1" / "lr-range.json"
+    assert code == 0 and lines[0] == (
+        f"warning: space.lr: is 1.0e-07 to 1.0e-05, all below the range test's 1.0e-03 to 4.0e-02 ({where}): "
+        "no trial would train at a rate where the loss falls well; set low: 1.0e-3, high: 4.0e-2, or run "
+        "hpctune lr-range again"
+    )
+    assert lines[-1].endswith("(1 warning)")
+    (load_config(config).study_dir / "lr-range.json").write_text('{"study": "s1"}')
+    code, lines = check_lines(config)
+    assert code == 0 and lines[0].startswith("warning: lr-range: the range test's result is not one hpctune ")

@@ -1,22 +1,27 @@
 """Train a small MLP on scikit-learn's handwritten digits: an ordinary argparse training script.
 
-It knows nothing about hpctune (imports nothing of it, reads none of its variables): hpctune.yaml beside it
-tunes it as it is. Three habits that most training scripts already have are all it takes:
+It imports nothing of hpctune: hpctune.yaml beside it tunes it as it is. Three habits that most training
+scripts already have are all it takes:
 - its hyperparameters are command-line flags;
 - it prints one JSON line per epoch with its validation metrics, flushed, so that a tuner reading its output
   sees each epoch as it ends (and can stop a hopeless run early);
 - with --checkpoint PATH it saves its state after every epoch, and with --resume it goes on from there, so a
   run cut short (a job's time limit) loses at most one epoch.
 
+One more, optional: with HPCTUNE_LR_RANGE=1 in its environment (what `hpctune lr-range` sets) it runs a
+learning-rate range test instead of training (lr_range_test below). Without the variable it never reads it.
+
     python train.py --lr 0.01 --epochs 10
     python train.py --lr 0.01 --epochs 20 --checkpoint ckpt.pt            # stop it any time, then:
     python train.py --lr 0.01 --epochs 20 --checkpoint ckpt.pt --resume
+    HPCTUNE_LR_RANGE=1 python train.py --batch-size 64                   # {"lr": ..., "loss": ...} lines
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -50,14 +55,52 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
     return as_x(x_train), as_y(y_train), as_x(x_val), as_y(y_val)
 
 
+def make_model(args: argparse.Namespace) -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = nn.Sequential(nn.Linear(64, args.hidden), nn.ReLU(), nn.Linear(args.hidden, 10))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    return model, optimizer
+
+
+def lr_range_test(args: argparse.Namespace, x_train: torch.Tensor, y_train: torch.Tensor) -> None:
+    """The learning-rate range test of `hpctune lr-range` (docs/lr-range.md): one optimizer step per learning
+    rate, growing exponentially from HPCTUNE_LR_RANGE_MIN to HPCTUNE_LR_RANGE_MAX over HPCTUNE_LR_RANGE_STEPS
+    steps, on a fresh model, each step printed as {"lr": ..., "loss": ...}. hpctune smooths the losses, stops
+    this process once they diverge and suggests the range for lr; this script only has to take the steps."""
+    low = float(os.environ.get("HPCTUNE_LR_RANGE_MIN", "1e-6"))
+    high = float(os.environ.get("HPCTUNE_LR_RANGE_MAX", "10"))
+    steps = int(os.environ.get("HPCTUNE_LR_RANGE_STEPS", "100"))
+    model, optimizer = make_model(args)
+    model.train()
+    shuffle = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(len(x_train), generator=shuffle)
+    start = 0
+    for step in range(steps):
+        lr = low * (high / low) ** (step / max(steps - 1, 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if start >= len(order):  # the training set is used up: the next pass in a new order
+            order, start = torch.randperm(len(x_train), generator=shuffle), 0
+        batch = order[start : start + args.batch_size]
+        start += args.batch_size
+        loss = nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        print(json.dumps({"lr": lr, "loss": loss.item()}), flush=True)
+        if not math.isfinite(loss.item()):
+            break
+
+
 def main() -> None:
     args = parse_args()
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     x_train, y_train, x_val, y_val = load_data()
-    model = nn.Sequential(nn.Linear(64, args.hidden), nn.ReLU(), nn.Linear(args.hidden, 10))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if os.environ.get("HPCTUNE_LR_RANGE") == "1":
+        lr_range_test(args, x_train, y_train)
+        return
+    model, optimizer = make_model(args)
     shuffle = torch.Generator().manual_seed(args.seed)
     start = 1
     if args.resume:

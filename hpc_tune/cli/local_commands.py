@@ -1,5 +1,5 @@
-"""Commands that work on this machine: ``init``, ``check``, ``worker`` (what each array task runs) and
-``run --local``."""
+"""Commands that work on this machine: ``init``, ``check``, ``lr-range`` (before the study), ``worker`` (what
+each array task runs) and ``run --local``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hpc_tune.cli.app import (
     echo_paths,
     load,
     setup_logging,
+    shown,
     storage_option,
 )
 from hpc_tune.config import DEFAULT_CONFIG, LoadedConfig
@@ -23,6 +24,7 @@ from hpc_tune.errors import ConfigError, HpcTuneError
 
 if TYPE_CHECKING:
     from hpc_tune.launchers.local import LocalReport
+    from hpc_tune.lr_range.curve import LrRun
 
 
 @cli.command()
@@ -80,6 +82,68 @@ def check(config_path: Path, dry_run: bool, array: Any) -> None:
             f"dry run: ok, {found.loaded.config.metric} = {result.value:.6g} after {result.epochs} epoch"
             f"{'s' if result.epochs != 1 else ''} ({result.duration_s:.1f} s)"
         )
+
+
+@cli.command("lr-range")
+@config_option
+@click.option(
+    "--steps",
+    type=click.IntRange(min=10),
+    default=100,
+    show_default=True,
+    help="Optimizer steps per run (the training data is cycled through when it has fewer batches).",
+)
+@click.option(
+    "--widen",
+    type=click.FloatRange(min=1.0),
+    default=100.0,
+    show_default=True,
+    help="Sweep from the space's lr low / WIDEN to its high x WIDEN.",
+)
+@click.option(
+    "--param",
+    default=None,
+    metavar="NAME",
+    help="The space's learning-rate parameter (default: the float named lr or learning_rate).",
+)
+def lr_range(config_path: Path, steps: int, widen: float, param: str | None) -> None:
+    """Run the learning-rate range test: a short run per optimizer and batch size with a growing lr, and
+    the range for space.lr it suggests (writes runs/<study>/lr-range.json and lr-range.png)."""
+    from hpc_tune.lr_range.run import range_test
+
+    setup_logging(False)
+    found = range_test(load(config_path), steps=steps, widen=widen, param=param, on_run=_echo_run)
+    result = found.result
+    suggestion = result.suggestion
+    assert suggestion is not None  # range_test raises when there is none
+    click.echo(
+        f"swept {result.param} from {result.start_lr:.1e} to {result.end_lr:.1e} in {result.steps} steps per "
+        f"run (space.{result.param} is {result.space_low:.1e} to {result.space_high:.1e})"
+    )
+    click.echo(f"suggested {result.param}: {suggestion.low:.1e} to {suggestion.high:.1e}, {suggestion.rule}")
+    click.echo(f"in hpctune.yaml's space:\n  {found.space_line}")
+    click.echo(f"figure: {shown(found.png_path) if found.png_path else found.png_note}")
+    click.echo(f"result: {shown(found.json_path)}")
+
+
+def _echo_run(run: LrRun) -> None:
+    """One line per run as it ends: a test of many runs shows its progress."""
+    from hpc_tune.lr_range.suggest import read_run
+
+    reading = read_run(run)
+    ran = len(run.lr)
+    ended = {
+        "steps": f"all {run.steps} steps",
+        "diverged": f"diverged at step {ran} of {run.steps}",
+        "nonfinite": f"non-finite loss at step {ran} of {run.steps}",
+    }[run.stopped]
+    if reading.steepest_lr is None:
+        click.echo(f"{run.label}: no range ({reading.note}); {ended}")
+        return
+    click.echo(
+        f"{run.label}: steepest descent at {reading.steepest_lr:.1e}, lowest loss at "
+        f"{reading.lowest_lr:.1e}; {ended}" + (f"; {reading.note}" if reading.note else "")
+    )
 
 
 @cli.command()

@@ -26,6 +26,8 @@ from hpc_tune.atomic import atomic_open, atomic_write_text
 from hpc_tune.collector.digest import fmt_params, fmt_value, next_steps, render_digest
 from hpc_tune.collector.figures import NO_MATPLOTLIB, PLOT_TITLES, Plot
 from hpc_tune.collector.summary import Summary
+from hpc_tune.errors import MetricsError
+from hpc_tune.lr_range.result import LR_RANGE_PNG, read_result
 
 __all__ = ["DIGEST_MD", "PLOTS_DIR", "REPORT_HTML", "ReportFiles", "render_html", "write_report"]
 
@@ -99,13 +101,33 @@ def write_report(
 ) -> ReportFiles:
     """Draw the plots and write the three kinds of file; a plot that could not be drawn is a note in the
     HTML, and its PNG from an earlier report is removed so that plots/ never shows a stale figure."""
-    plots = report_figures(summary, trials, records)
+    plots = report_figures(summary, trials, records) + _lr_range_figure(study_dir)
     written = _write_pngs(plots, study_dir / PLOTS_DIR)
     digest = study_dir / DIGEST_MD
     atomic_write_text(digest, render_digest(summary))
     html = study_dir / REPORT_HTML
     atomic_write_text(html, render_html(summary, plots))
     return ReportFiles(html, digest, written)
+
+
+def _lr_range_figure(study_dir: Path) -> list[Plot]:
+    """The range test's figure (``hpctune lr-range``, before the study), shown as drawn, when there is one:
+    the report then holds the evidence for the space's lr range beside the study's answer to it."""
+    png = study_dir / LR_RANGE_PNG
+    if not png.is_file():
+        return []
+    try:
+        result = read_result(study_dir)
+    except MetricsError:
+        result = None
+    caption = "the range test's result file is missing or unreadable"
+    if result is not None:
+        s = result.suggestion
+        space = f"space.{result.param} was {result.space_low:.1e} to {result.space_high:.1e}"
+        caption = (
+            f"suggested {s.low:.1e} to {s.high:.1e} ({s.rule}); {space}" if s else f"no range found; {space}"
+        )
+    return [Plot("lr_range", "Learning-rate range test (before the study)", png.read_bytes(), None, caption)]
 
 
 def _write_pngs(plots: Sequence[Plot], folder: Path) -> list[Path]:

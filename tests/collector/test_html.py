@@ -362,3 +362,26 @@ def test_without_matplotlib_collect_writes_everything_and_says_why_there_are_no_
     page = (study_dir / "report.html").read_text()
     assert page.count(NO_MATPLOTLIB.split(" (")[0]) == len(PLOT_NAMES)
     assert not (study_dir / "plots").exists() or not list((study_dir / "plots").glob("*.png"))
+
+
+def test_the_learning_rate_range_test_figure_joins_the_report_when_there_is_one(tmp_path: Path) -> None:
+    """``hpctune lr-range`` wrote runs/<study>/lr-range.png (here a figure drawn for the test, and no result
+    file): the report embeds it after the study's own figures, with a caption saying the result is missing;
+    without the file the report has no such figure."""
+    study_dir = tmp_path / "demo"
+    study, loaded = build_study(study_dir, 12)
+    summary = full_summary(study, loaded, confirmed=False)
+    files = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir)
+    assert "lr_range" not in figures_of(files.html.read_text(encoding="utf-8"))
+
+    figure = matplotlib.figure.Figure(figsize=(3, 2))
+    figure.add_subplot().semilogx([1e-5, 1e-3, 1e-1], [2.3, 1.2, 9.0])
+    figure.savefig(study_dir / "lr-range.png", format="png")
+    files = write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir)
+    text = files.html.read_text(encoding="utf-8")
+    figures = figures_of(text)
+    assert list(figures)[-1] == "lr_range"
+    assert decoded_png(figures["lr_range"]) == (study_dir / "lr-range.png").read_bytes()
+    assert "Learning-rate range test (before the study)" in text
+    assert "missing or unreadable" in text
+    assert (study_dir / "plots" / "lr_range.png").read_bytes() == (study_dir / "lr-range.png").read_bytes()
