@@ -15,7 +15,6 @@ its own process group. hpctune smooths the losses and stops the script (SIGTERM 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -27,11 +26,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from hpc_tune.config import CommandTask, LoadedConfig
-from hpc_tune.errors import LrRangeError, TaskError
+from hpc_tune.errors import LrRangeError
 from hpc_tune.lr_range.curve import LossCurve, LrRun, smoothing_for
 from hpc_tune.lr_range.plan import RangePlan, SweepRun
 from hpc_tune.tasks.base import LoadedTask
-from hpc_tune.worker.kinds.command import environment_for, expand
+from hpc_tune.worker.kinds.command import environment_for, expand, start_command
+from hpc_tune.worker.script_protocol import json_object
 
 LR_RANGE_ENV = "HPCTUNE_LR_RANGE"
 LR_RANGE_MIN_ENV = "HPCTUNE_LR_RANGE_MIN"
@@ -58,14 +58,8 @@ def command_runs(
 def read_point(line: str) -> tuple[float, float] | None:
     """``(lr, loss)`` of a protocol line; None for any other line. A loss of NaN, null or Infinity is a
     non-finite point (``json.dumps(float("nan"))`` prints NaN, which Python reads back)."""
-    text = line.strip()
-    if not (text.startswith("{") and text.endswith("}")):
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or "lr" not in data or "loss" not in data:
+    data = json_object(line)
+    if data is None or "lr" not in data or "loss" not in data:
         return None
     lr, loss = data["lr"], data["loss"]
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
@@ -117,18 +111,7 @@ class _Script:
         )
         curve = LossCurve(smoothing_for(self.plan.steps))
         with open(self.folder / "stdout.log", "wb") as out, open(self.folder / "stderr.log", "wb") as err:
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    cwd=self.cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    start_new_session=True,  # its own process group: stopping it reaches every child
-                )
-            except OSError as exc:
-                raise TaskError(f"cannot start the command: {exc.strerror or exc}", argv[0]) from None
+            process = start_command(argv, self.cwd, env, err)
             timer = None
             if self.spec.trial_timeout_s is not None:
                 timer = threading.Timer(self.spec.trial_timeout_s, self._time_out, (process,))

@@ -39,6 +39,18 @@ def report(epoch: int, **metrics: float) -> None:
     sys.stdout.flush()
 
 
+def json_object(line: str) -> dict[str, Any] | None:
+    """The JSON object a line of the script's output is, or None for any other line (a log line, a list)."""
+    text = line.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class MetricsReader:
     """Turns a script's stdout lines into epoch records ``{"epoch": n, name: value, ...}``.
 
@@ -79,14 +91,8 @@ class MetricsReader:
         return [record]
 
     def _json_values(self, line: str) -> dict[str, Any] | None:
-        text = line.strip()
-        if not (text.startswith("{") and text.endswith("}")):
-            return None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or ("epoch" not in data and self.metric not in data):
+        data = json_object(line)
+        if data is None or ("epoch" not in data and self.metric not in data):
             return None  # some other JSON the script logs
         return {k: _number(v) for k, v in data.items() if _number(v) is not None}
 

@@ -104,6 +104,25 @@ def environment_for(values: Mapping[str, Any], params: Mapping[str, Any], extra:
     return env
 
 
+def start_command(
+    argv: list[str], cwd: Path, env: Mapping[str, str], stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """The task's command, its stdout piped to the reader, in its own process group: stopping the group
+    reaches every child it starts (a launcher, a data loader's workers)."""
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    except OSError as exc:  # the program vanished or lost its x bit since check
+        raise TaskError(f"cannot start the command: {exc.strerror or exc}", argv[0]) from None
+
+
 class CommandRunner:
     def __init__(self, task: LoadedTask, loaded: LoadedConfig, guard: SignalGuard) -> None:
         assert task.command is not None and task.cwd is not None
@@ -125,18 +144,7 @@ class CommandRunner:
             for log_file in (out_log, err_log):  # a continuation appends: one log per chain link is kept
                 log_file.write(f"--- trial {ctx.trial.number}: {ctx.record.command}\n".encode())
                 log_file.flush()
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    cwd=self.cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=err_log,
-                    start_new_session=True,  # its own process group: stopping it reaches every child
-                )
-            except OSError as exc:  # the program vanished or lost its x bit since check
-                raise TaskError(f"cannot start the command: {exc.strerror or exc}", argv[0]) from None
+            process = start_command(argv, self.cwd, env, err_log)
             ended = _Run(process, ctx, self.spec, self.config.metric, out_log, self.guard).watch()
         return self._outcome(ctx, ended, process.returncode, folder)
 
