@@ -148,3 +148,21 @@ def test_bad_input_is_one_error_line(tmp_path: Path) -> None:
     assert code == 4 and err.startswith("Error: the learning-rate range test needs the engine")
     assert err.endswith("(objective_task.py:objective)\n") and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()  # nothing ran, nothing written
+
+
+def test_a_users_build_task_is_range_tested_through_the_engine(tmp_path: Path) -> None:
+    """examples/byo_task.py's ``build()`` (a moons MLP): the same command on a user's own task module."""
+    task = Path(__file__).resolve().parents[2] / "examples" / "byo_task.py"
+    space = {
+        "lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+        "hidden": {"type": "int", "low": 8, "high": 128, "log": True},
+    }
+    cfg = write_config(tmp_path, task=f"{task}:build", space=space, study="byo")
+    code, out, err = invoke("lr-range", "-c", str(cfg), "--steps", "40")
+    assert code == 0, err
+    result = read_result(load_config(cfg).study_dir)
+    assert result is not None and result.suggestion is not None and len(result.runs) == 1
+    assert "byo_task.py" in result.task
+    assert result.suggestion.low < result.suggestion.high
+    assert (load_config(cfg).study_dir / "lr-range.png").is_file()
+    assert "in hpctune.yaml's space:" in out
