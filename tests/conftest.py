@@ -286,3 +286,15 @@ def tester() -> Iterator[StudyUser]:
             with contextlib.suppress(Exception):
                 os.kill(int(json.loads(pid_file.read_text())["pid"]), signal.SIGTERM)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def two_torch_threads() -> Iterator[None]:
+    """Torch on two threads for the test (the machine's cores; more would oversubscribe a busy CI), then back:
+    torch is imported here, not at the top, so that tests that never train do not pay for it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 
@@ -26,12 +24,7 @@ CURVES = Path(__file__).resolve().parents[2] / "benchmarks" / "curves"
 STEPS = 60  # 6.5 to 8 decades of lr: enough for the rule, a second or two per digits run
 
 
-@pytest.fixture(autouse=True)
-def _two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -4,10 +4,8 @@ told, on the device and precision a trial gets."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
-import torch
 
 from hpc_tune.config import TrainConfig
 from hpc_tune.lr_range.curve import LossCurve
@@ -17,12 +15,7 @@ from hpc_tune.train.lr_range import sweep
 OPTIONS = TrainConfig(batch_size=64, compile="off")
 
 
-@pytest.fixture(autouse=True)
-def _two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def _lrs(steps: int, start: float, end: float) -> list[float]:
