@@ -28,8 +28,11 @@ demo: venv
 test-services:
 	bash scripts/test-services.sh
 
+# Two processes: the suite mostly waits (servers, SLURM, subprocesses); SLURM's tests stay in one of them
+# (tests/conftest.py). `make test PYTEST_ARGS=` runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 test: venv test-services
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff, then the import contracts of pyproject.toml (docs/architecture.md).
 lint: venv

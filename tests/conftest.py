@@ -26,6 +26,18 @@ import yaml
 
 pytest_plugins = ["tests.slurm_fixtures"]
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs the suite in two processes (pytest-xdist, ``--dist loadgroup``): most of its time is
+    spent waiting on real servers, schedulers and subprocesses, not computing. The tests of the one-node SLURM
+    share one slurmctld and its 8 CPUs, so they run one after another in one process (and only that
+    process runs scripts/slurm-local.sh); every other test gets its own PostgreSQL per process and runs
+    beside them."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()) or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
