@@ -26,6 +26,18 @@ CONFIRMS = "confirms"  # on a ``rerun-top`` study: the study it confirms
 CONFIRMATION_STUDY = "confirmation_study"  # on the original study: its ``rerun-top`` study
 # On the original study, with the embedded store only: the linked study's journal (a file of its own).
 CONFIRMATION_JOURNAL = "confirmation_journal"
+# ``slurm.trials_per_gpu: auto``: the workers per array task the first task to measure chose, and why
+# (policy/pack_size.py choice_attr); later tasks start with it, ``collect`` prints it.
+TRIALS_PER_GPU = "trials_per_gpu"
+
+
+ADMISSION_REFUSAL = "admission_refused:"  # + "<host>-<pid>": a worker that left its task's time unused
+
+
+def admission_refusal(host: str, pid: int) -> str:
+    """The study attribute in which a worker says it refused a trial that could not finish before its task's
+    time limit (worker/admission.py): one per worker process, so that refusals never overwrite each other."""
+    return f"{ADMISSION_REFUSAL}{host}-{pid}"
 
 
 def phase_fixed(phase: int) -> str:
@@ -37,6 +49,9 @@ def phase_fixed(phase: int) -> str:
 WORKER = "worker"  # {host, pid, SLURM ids}: see worker_attr
 BASELINE = "baseline"  # the config's baseline (kept through retries)
 REASON = "reason"  # why a trial ended as it did: pruned, nonfinite_loss, oom, exception:<Type>, walltime, ...
+# The reason of a trial that was still running when SLURM ended its task at the time limit (SIGTERM after
+# the walltime signal): a kind that cannot hand on lost it whole.
+WALLTIME_KILLED = "walltime_killed"
 PHASE = "phase"  # 1-based phase of a phased search
 PROMOTED_FROM = "promoted_from"  # the screening trial a full-fidelity trial was promoted from
 CONFIRMS_TRIAL = "confirms_trial"  # on a ``rerun-top`` trial: the source trial's number

@@ -75,6 +75,16 @@ class LaunchError(HpcTuneError):
     exit_code = 7
 
 
+class WorkerFailedError(HpcTuneError):
+    """A worker process that hpctune started (an array task's pack of workers, ``slurm.trials_per_gpu``)
+    ended on an error: the task exits with that worker's own code (75 for a database gone, ...) and says its
+    ``Error:`` line, so that the task fails as a lone worker would have."""
+
+    def __init__(self, what: str, where: str | os.PathLike[str] | None = None, *, exit_code: int = 1) -> None:
+        super().__init__(what, where)
+        self.exit_code = exit_code
+
+
 class AllTrialsFailedError(HpcTuneError):
     """Every finished trial of a study failed: the collector still wrote its summary and report (they say
     why), and exits non-zero so that a pipeline or a dependent job does not go on as if there were a

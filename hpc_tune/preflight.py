@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_tune import attrs
-from hpc_tune.config import Config, LoadedConfig
+from hpc_tune.config import TRIALS_PER_GPU_AUTO_MAX, Config, LoadedConfig
 from hpc_tune.config.lint import LintFinding, lint, lint_for_task
 from hpc_tune.config.space import FloatParam
 from hpc_tune.errors import HpcTuneError, StorageError
@@ -45,6 +45,7 @@ class Preflight:
     database: DatabaseProbe | None = None
     workers: int | None = None
     server: str | None = None  # storage: server: the binaries it will run and whether it runs now
+    pack: str | None = None  # slurm.trials_per_gpu other than 1: what each array task will run
 
     def database_line(self) -> str | None:
         """What the database said, for a reader deciding whether to submit."""
@@ -101,7 +102,37 @@ def preflight(loaded: LoadedConfig, array: ArraySpec | None = None) -> Preflight
         findings += lint_against_study(config, recorded)
     findings += _lr_range_findings(loaded)
     storage = "embedded" if config.embedded else spec.display
-    return Preflight(loaded, task.kind, findings, storage, database, workers, server)
+    pack = pack_line(config, recorded)
+    return Preflight(loaded, task.kind, findings, storage, database, workers, server, pack)
+
+
+def pack_line(config: Config, study_attrs: Mapping[str, Any] | None = None) -> str | None:
+    """What ``slurm.trials_per_gpu`` will make each array task run, for a reader deciding on it."""
+    s = config.slurm
+    setting = s.trials_per_gpu
+    if setting == 1:
+        return None
+    gpu = bool(s.gres and "gpu" in s.gres)
+    on = f"its GPU(s) ({s.gres})" if gpu else f"its {s.cpus_per_task} cores (slurm.gres asks for no GPU)"
+    if setting == "auto":
+        cap = min(TRIALS_PER_GPU_AUTO_MAX, s.cpus_per_task)
+        line = (
+            f"trials_per_gpu: auto: each array task measures 1, 2, 4, ... workers (at most {cap}) on {on} "
+            "with its first trials, keeps the best and records it in the study"
+        )
+        recorded = (study_attrs or {}).get(attrs.TRIALS_PER_GPU)
+        if isinstance(recorded, dict) and "n" in recorded:
+            line += f"; the study recorded {recorded['n']} ({recorded.get('why')}), which tasks start with"
+        return line
+    threads = max(1, s.cpus_per_task // setting)
+    line = f"trials_per_gpu: {setting} workers per array task on {on}, {threads} thread(s) each"
+    if gpu:
+        share = config.train.memory_fraction / setting
+        line += (
+            f" and train.memory_fraction {share:.3g}; CUDA MPS when nvidia-cuda-mps-control is on the "
+            "node's PATH"
+        )
+    return line
 
 
 def _study_server(loaded: LoadedConfig, workers: int | None) -> tuple[str, list[LintFinding]]:
@@ -133,9 +164,9 @@ def _study_server(loaded: LoadedConfig, workers: int | None) -> tuple[str, list[
 
 
 def _workers(config: Config, array: ArraySpec | None) -> int | None:
-    if array is not None:
-        return array.parallelism or array.count
-    return config.slurm.array_parallelism
+    """Processes holding the study open at once: the array's tasks at once, times each task's workers."""
+    tasks = (array.parallelism or array.count) if array is not None else config.slurm.array_parallelism
+    return None if tasks is None else tasks * config.slurm.workers_per_task()
 
 
 def lint_database(

@@ -73,6 +73,8 @@ def check(config_path: Path, dry_run: bool, array: Any) -> None:
     database = found.database_line()
     if database is not None:
         click.echo(database)
+    if found.pack is not None:
+        click.echo(found.pack)
     click.echo(found.summary_line())
     if dry_run:
         from hpc_tune.worker.dry_run import dry_run as run_dry
@@ -153,7 +155,8 @@ def _echo_run(run: LrRun) -> None:
     "--worker-index",
     type=click.IntRange(min=0),
     default=None,
-    help="Decorrelates samplers of workers (default: the SLURM array task id, else 0).",
+    help="Decorrelates samplers of workers (default: the SLURM array task id, else 0). With it, or with "
+    "--max-trials, this process is one worker whatever slurm.trials_per_gpu says.",
 )
 @click.option(
     "--max-trials", type=click.IntRange(min=1), default=None, help="Stop this worker after N trials."
@@ -162,20 +165,43 @@ def _echo_run(run: LrRun) -> None:
 def worker(
     config_path: Path, storage: str | None, worker_index: int | None, max_trials: int | None, verbose: bool
 ) -> int:
-    """Run one worker: take trials from the shared study until its budget is used (an array task)."""
+    """Run one worker: take trials from the shared study until its budget is used (an array task). With
+    slurm.trials_per_gpu other than 1, run that many workers on this task's GPU(s) instead."""
+    import os
+
+    from hpc_tune.launchers.task_pack import REQUEUE_WANTED, as_pack_worker, is_pack_worker, packs
     from hpc_tune.storage.timelines import process_start_time
     from hpc_tune.worker.loop import run_worker
 
     setup_logging(verbose)
+    loaded = load(config_path, storage)
+    if worker_index is None and max_trials is None and packs(loaded, os.environ):
+        return _pack(loaded, storage)
+    in_pack = is_pack_worker(os.environ)
     report = run_worker(
-        load(config_path, storage),
+        as_pack_worker(loaded, os.environ) if in_pack else loaded,
         storage,
         worker_index=worker_index,
         max_trials=max_trials,
+        requeue=not in_pack,  # the pack's supervisor requeues the task, once
         started_at=process_start_time(),  # this process is the worker: its start-up is the allocation's
     )
     states = ", ".join(f"{k} {v}" for k, v in sorted(report.by_state.items())) or "none"
     click.echo(f"worker done: {report.trials_run} trial(s) ({states}); stopped by {report.stopped_by}")
+    return REQUEUE_WANTED if in_pack and report.wants_requeue else report.exit_code
+
+
+def _pack(loaded: LoadedConfig, storage: str | None) -> int:
+    """``slurm.trials_per_gpu``: this task's workers, through their supervisor (launchers/task_pack.py)."""
+    from hpc_tune.launchers.task_pack import run_pack
+
+    report = run_pack(loaded, storage, say=lambda line: click.echo(f"hpctune: {line}"))
+    codes = ", ".join(str(c) for c in report.exit_codes) or "none"
+    click.echo(
+        f"workers done: {len(report.pids)} process(es) for {report.size} slot(s) (exit codes {codes}); "
+        f"{len(report.recovered_trials)} trial(s) of killed workers re-run; MPS {report.mps}"
+        + (f"; requeued {report.requeued}" if report.requeued else "")
+    )
     return report.exit_code
 
 

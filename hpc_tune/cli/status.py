@@ -1,5 +1,7 @@
 """``hpctune status``: counts, running trials, throughput and ETA from the storage alone, with the study's
-current SLURM array when its config is at hand. It only reads: watching a study never changes it.
+current SLURM array when its config is at hand, and the GPU-hours so far and at the budget from the study's
+folder where it is (its trial records and worker timelines). It only reads: watching a study never changes
+it, and each refresh reads the storage once and the study's folder once.
 """
 
 from __future__ import annotations
@@ -48,26 +50,28 @@ def status(
     interval: float | None,
     count: int | None,
 ) -> None:
-    """Counts by state, running trials (epoch, host, task), throughput and ETA; with the study's config, its
-    current SLURM array too. Works from --storage or HPCTUNE_STORAGE alone."""
+    """Counts by state, running trials (epoch, host, task), throughput, ETA, and GPU-hours so far with a
+    projection to the budget; with the study's config, its current SLURM array too. Works from --storage or
+    HPCTUNE_STORAGE alone."""
     if (interval is not None or count is not None) and not watch:
         raise click.UsageError("--interval and --count go with --watch")
     refuse_password_in_argv(storage)
     loaded = config_for(study, config_path, storage, "status")
     with served(loaded, storage):
         # Only reads: a trial whose worker died is failed by the next worker, `collect` or `rerun-top`.
-        opened = locate(study, storage, results, loaded, repair=False).opened
+        target = locate(study, storage, results, loaded, repair=False)
         if not watch:
-            click.echo(_status_text(opened, loaded)[1])
+            click.echo(_status_text(target.opened, loaded, target.study_dir)[1])
             return
-        _watch_status(opened, loaded, 10.0 if interval is None else interval, count)
+        _watch_status(target.opened, loaded, target.study_dir, 10.0 if interval is None else interval, count)
 
 
-def _status_text(opened: SharedStudy, loaded: LoadedConfig | None) -> tuple[Any, str]:
+def _status_text(opened: SharedStudy, loaded: LoadedConfig | None, study_dir: Path) -> tuple[Any, str]:
     """One look at the study (and, with its config, at squeue): the Progress and its text."""
     from hpc_tune.collector.progress import format_progress, progress_of
 
-    progress = progress_of(opened.study, budget=loaded.config.trials if loaded is not None else None)
+    budget = loaded.config.trials if loaded is not None else None
+    progress = progress_of(opened.study, budget=budget, study_dir=study_dir)
     slurm, note = _slurm_view(loaded, progress.array_job_ids)
     text = format_progress(progress, slurm)
     return progress, text + (f"\n{note}" if note else "")
@@ -92,7 +96,7 @@ def _slurm_view(loaded: LoadedConfig | None, running_arrays: list[str]) -> tuple
 
 
 def _watch_status(
-    opened: SharedStudy, loaded: LoadedConfig | None, interval: float, count: int | None
+    opened: SharedStudy, loaded: LoadedConfig | None, study_dir: Path, interval: float, count: int | None
 ) -> None:
     """Refresh in place on a terminal (rich Live), or print each refresh after the last one when piped (a
     log then holds the history). Ends when the study is done, after ``count`` refreshes, or on Ctrl-C."""
@@ -110,7 +114,7 @@ def _watch_status(
         if live is not None:
             live.start()
         while True:
-            progress, text = _status_text(opened, loaded)
+            progress, text = _status_text(opened, loaded, study_dir)
             header = f"{datetime.now():%H:%M:%S}, every {interval:g} s (Ctrl-C stops)"
             if live is not None:
                 live.update(Text(f"{header}\n{text}"), refresh=True)

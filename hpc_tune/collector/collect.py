@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
 from hpc_tune import attrs
 from hpc_tune.atomic import atomic_write_json, atomic_write_text
@@ -42,6 +43,7 @@ from hpc_tune.collector.summary import (
     Summary,
     TopEntry,
     TrialRow,
+    TrialsPerGpu,
 )
 from hpc_tune.config import Config
 from hpc_tune.policy.budget import budget_state, counts_by_state
@@ -92,7 +94,7 @@ def _of_type(value: Any, kind: type | tuple[type, ...]) -> Any:
     return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
 
-def _row(trial: FrozenTrial, record: Mapping[str, Any] | None, retried: set[int]) -> TrialRow:
+def trial_row(trial: FrozenTrial, record: Mapping[str, Any] | None, retried: set[int]) -> TrialRow:
     record = record or {}
     epochs = record.get("epochs") or []
     duration = _of_type(record.get("duration_s"), (int, float)) or (
@@ -139,7 +141,7 @@ def summarize(
     if trials is None:
         trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    rows = [_row(t, loaded.records.get(t.number), retried) for t in trials]
+    rows = [trial_row(t, loaded.records.get(t.number), retried) for t in trials]
     row_of = {r.trial: r for r in rows}
     total = budget or int(study.user_attrs.get(attrs.TRIALS) or len(trials))
     state = budget_state(trials, total)
@@ -169,7 +171,7 @@ def summarize(
     marked = [r for r in rows if r.baseline]
     baseline = next((r for r in reversed(marked) if not r.retried), marked[-1] if marked else None)
     metric = study.user_attrs.get(attrs.METRIC)
-    hours = device_hours(trials, rows, loaded.records, direction, timelines)
+    hours = device_hours(trials, rows, loaded.records, direction, timelines, study.user_attrs)
     # A confirmation study names the study it confirms: its summary is not confirmed again.
     confirms = study.user_attrs.get(attrs.CONFIRMS)
     analysis = analyze(
@@ -203,6 +205,7 @@ def summarize(
         reasons=dict(sorted(Counter(r.reason for r in rows if r.reason).items())),
         pruning=_pruning(rows, loaded),
         **({"device_hours": hours} if hours is not None else {}),
+        **_trials_per_gpu(study.user_attrs),
         **extra,
         quarantined=[Quarantined(**q) for q in loaded.quarantined],
         confirmation=confirmation,
@@ -210,6 +213,18 @@ def summarize(
         recommendations=recommend(analysis, top, confirms=confirms, config=config),
         trials=rows,
     )
+
+
+def _trials_per_gpu(study_attrs: dict[str, Any]) -> dict[str, TrialsPerGpu]:
+    """The recorded ``auto`` choice, for the Summary's keyword arguments; nothing without one (or a damaged
+    one: a summary is never lost over it)."""
+    recorded = study_attrs.get(attrs.TRIALS_PER_GPU)
+    if not isinstance(recorded, dict):
+        return {}
+    try:
+        return {"trials_per_gpu": TrialsPerGpu.model_validate(recorded)}
+    except ValidationError:
+        return {}
 
 
 def _pruning(rows: list[TrialRow], loaded: LoadedTrials) -> Pruning:
@@ -381,6 +396,9 @@ def format_table(summary: Summary) -> str:
     hours = summary.device_hours
     if hours is not None:
         lines.append(format_hours(hours))
+    pack = summary.trials_per_gpu
+    if pack is not None:
+        lines.append(f"trials_per_gpu auto: {pack.n} worker(s) per array task ({pack.why})")
     if summary.quarantined:
         lines.append(
             f"quarantined {len(summary.quarantined)} file(s): "

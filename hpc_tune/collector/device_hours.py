@@ -16,6 +16,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpc_tune import attrs
 from hpc_tune.collector.summary import DeviceHours, TrialRow
 from hpc_tune.policy.ranking import ranked_trials
 from hpc_tune.storage.timelines import WorkerTimeline
@@ -48,8 +49,10 @@ def device_hours(
     records: Mapping[int, Mapping[str, Any]],
     direction: str,
     timelines: Sequence[WorkerTimeline] = (),
+    study_attrs: Mapping[str, Any] | None = None,
 ) -> DeviceHours | None:
-    """The study's device-hours; None when no trial has started yet."""
+    """The study's device-hours; None when no trial has started yet. ``study_attrs``: the study's user
+    attributes, where workers record the trials walltime admission did not start."""
     row_of = {r.trial: r for r in rows}
     started = [t for t in trials if t.datetime_start is not None or row_of[t.number].duration_s]
     if not started:
@@ -77,6 +80,7 @@ def device_hours(
     failed = [t for t in started if t.state == TrialState.FAIL]
     handed = sum(hours[t.number] for t in failed if row_of[t.number].reason == "walltime")
     lost = sum(hours[t.number] for t in failed) - handed
+    killed = [t for t in failed if row_of[t.number].reason == attrs.WALLTIME_KILLED]
     return DeviceHours(
         unit=unit,  # type: ignore[arg-type]
         total=round(sum(hours.values()), 6),
@@ -86,8 +90,20 @@ def device_hours(
         saved_by_pruning=round(_saved_by_pruning(started, row_of, records, hours), 6),
         until_near_best=_until_near_best(trials, hours, direction),
         estimated_trials=estimated,
+        walltime_kills=len(killed),
+        killed_by_walltime=round(sum(hours[t.number] for t in killed), 6),
+        **_refusals(study_attrs or {}),
         **_allocation(timelines),
     )
+
+
+def _refusals(study_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The refusals workers recorded (worker/admission.py), and the device-hours each left unburnt."""
+    found = [
+        v for k, v in study_attrs.items() if k.startswith(attrs.ADMISSION_REFUSAL) and isinstance(v, dict)
+    ]
+    saved = sum(float(v.get("saved_device_s") or 0.0) for v in found) / 3600
+    return {"admission_refusals": len(found), "saved_by_admission": round(saved, 6)}
 
 
 def _allocation(timelines: Sequence[WorkerTimeline]) -> dict[str, Any]:
@@ -169,8 +185,15 @@ def format_hours(hours: DeviceHours) -> str:
         line += f"; {_h(hours.lost_to_failures)} lost to failures"
     if hours.handed_on:
         line += f"; {_h(hours.handed_on)} in trials handed on at the walltime"
+    if hours.walltime_kills:
+        line += f"; {hours.walltime_kills} trial(s) killed by walltime ({_h(hours.killed_by_walltime)})"
     if hours.saved_by_pruning:
         line += f"; pruning saved {_h(hours.saved_by_pruning)}"
+    if hours.admission_refusals:
+        line += (
+            f"; walltime admission saved {_h(hours.saved_by_admission)} "
+            f"({hours.admission_refusals} trial(s) not started)"
+        )
     if hours.until_near_best is not None:
         line += f"; {_h(hours.until_near_best)} until within 1 % of the best"
     if hours.allocated and hours.idle is not None and hours.idle_share is not None:

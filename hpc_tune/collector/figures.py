@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NO_MATPLOTLIB", "PLOT_NAMES", "PLOT_TITLES", "Plot"]
+__all__ = ["NO_MATPLOTLIB", "OPTIONAL_TITLES", "PLOT_NAMES", "PLOT_TITLES", "Plot"]
 
 PLOT_TITLES = {
     "history": "Optimization history",
@@ -21,6 +21,12 @@ PLOT_TITLES = {
     "confirmation": "Confirmation runs: mean ± sd over seeds",
 }
 PLOT_NAMES = tuple(PLOT_TITLES)
+# After those, and only for a study that has what they show (no note otherwise: a foreign study has neither):
+# the workers' timelines (utilization.py), the learning-rate range test run before the study.
+OPTIONAL_TITLES = {
+    "utilization": "Utilization over time, per array task",
+    "lr_range": "Learning-rate range test (before the study)",
+}
 NO_MATPLOTLIB = "not drawn: matplotlib is not installed here (pip install 'hpc-tune[report]')"
 
 

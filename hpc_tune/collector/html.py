@@ -24,10 +24,11 @@ from optuna.trial import FrozenTrial
 
 from hpc_tune.atomic import atomic_open, atomic_write_text
 from hpc_tune.collector.digest import fmt_params, fmt_value, next_steps, render_digest
-from hpc_tune.collector.figures import NO_MATPLOTLIB, PLOT_TITLES, Plot
+from hpc_tune.collector.figures import NO_MATPLOTLIB, OPTIONAL_TITLES, PLOT_TITLES, Plot
 from hpc_tune.collector.summary import Summary
 from hpc_tune.errors import MetricsError
 from hpc_tune.lr_range.result import LR_RANGE_PNG, read_result
+from hpc_tune.storage.timelines import WorkerTimeline, read_timelines
 
 __all__ = ["DIGEST_MD", "PLOTS_DIR", "REPORT_HTML", "ReportFiles", "render_html", "write_report"]
 
@@ -98,10 +99,19 @@ def write_report(
     trials: Sequence[FrozenTrial],
     records: Mapping[int, Mapping[str, Any]],
     study_dir: Path,
+    timelines: Sequence[WorkerTimeline] | None = None,
 ) -> ReportFiles:
     """Draw the plots and write the three kinds of file; a plot that could not be drawn is a note in the
-    HTML, and its PNG from an earlier report is removed so that plots/ never shows a stale figure."""
-    plots = report_figures(summary, trials, records) + _lr_range_figure(study_dir)
+    HTML, and its PNG from an earlier report is removed so that plots/ never shows a stale figure.
+    ``timelines``: the workers' (read from ``study_dir`` when not given)."""
+    if timelines is None:
+        timelines = read_timelines(study_dir)
+    plots = (
+        report_figures(summary, trials, records)
+        + _utilization_figure(summary, records, timelines)
+        + _lr_range_figure(study_dir)
+    )
+    _drop_stale(study_dir / PLOTS_DIR, plots)
     written = _write_pngs(plots, study_dir / PLOTS_DIR)
     digest = study_dir / DIGEST_MD
     atomic_write_text(digest, render_digest(summary))
@@ -127,7 +137,31 @@ def _lr_range_figure(study_dir: Path) -> list[Plot]:
         caption = (
             f"suggested {s.low:.1e} to {s.high:.1e} ({s.rule}); {space}" if s else f"no range found; {space}"
         )
-    return [Plot("lr_range", "Learning-rate range test (before the study)", png.read_bytes(), None, caption)]
+    return [Plot("lr_range", OPTIONAL_TITLES["lr_range"], png.read_bytes(), None, caption)]
+
+
+def _utilization_figure(
+    summary: Summary, records: Mapping[int, Mapping[str, Any]], timelines: Sequence[WorkerTimeline]
+) -> list[Plot]:
+    """When each task's devices ran trials and when they sat idle; nothing for a study without worker
+    timelines (one hpctune did not run), which has no idle time to show."""
+    if not any(t.segments for t in timelines):
+        return []
+    try:
+        from hpc_tune.collector.utilization import draw_utilization
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "matplotlib":
+            raise
+        return [Plot("utilization", OPTIONAL_TITLES["utilization"], None, NO_MATPLOTLIB)]
+    return [draw_utilization(summary, records, timelines)]
+
+
+def _drop_stale(folder: Path, plots: Sequence[Plot]) -> None:
+    """An optional figure the study no longer has (its timelines or range test removed) leaves no PNG."""
+    names = {p.name for p in plots}
+    for name in OPTIONAL_TITLES:
+        if name not in names:
+            (folder / f"{name}.png").unlink(missing_ok=True)
 
 
 def _write_pngs(plots: Sequence[Plot], folder: Path) -> list[Path]:

@@ -109,10 +109,10 @@ def draw_plots(
     # warns about degenerate axes (a parameter with one value): not the user's concern when they asked for a
     # report, and the collector's terminal output must stay readable.
     with quiet_optuna(optuna.logging.ERROR, (ExperimentalWarning, UserWarning)):
-        return [_draw(name, title, drawers[name]) for name, title in PLOT_TITLES.items()]
+        return [draw_plot(name, title, drawers[name]) for name, title in PLOT_TITLES.items()]
 
 
-def _draw(name: str, title: str, draw: Callable[[], tuple[Figure, str]]) -> Plot:
+def draw_plot(name: str, title: str, draw: Callable[[], tuple[Figure, str]]) -> Plot:
     before = set(plt.get_fignums())
     try:
         # Optuna's plots switch the global style to ggplot: keep that change inside this one figure.

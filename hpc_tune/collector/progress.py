@@ -1,9 +1,10 @@
 """Where a running study stands: counts, the trials at work, how fast trials finish, and when it will be done.
 
 ``hpctune status`` is looked at while an array runs, often by someone who only has the storage URL, so
-everything here comes from the study itself (``study.get_trials``), nothing from config files or JSON
-records. Pure over the trials and an explicit ``now``: the rates and the ETA are unit-tested with trials
-whose start and completion times are set by hand.
+the counts, rates and ETA come from the study itself (``study.get_trials``, once per look), nothing from
+config files or JSON records; those are pure over the trials and an explicit ``now``, unit-tested with
+trials whose start and completion times are set by hand. Only the GPU-hours line reads the study's folder
+(hours_projection.py: its records and timelines, where they are), from the same trials.
 
 Throughput is measured over a recent window, not the study's whole life: a study that was resumed, or
 whose array was resized, would otherwise be judged by an old pace.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
@@ -25,6 +27,7 @@ from hpc_tune.policy.budget import FINISHED, counted_trials, counts_by_state
 from hpc_tune.policy.reruns import retried_numbers
 
 if TYPE_CHECKING:
+    from hpc_tune.collector.hours_projection import HoursProjection
     from hpc_tune.slurm import StudyStatus
 
 __all__ = ["DEFAULT_WINDOW", "MIN_SPAN", "Progress", "RunningTrial", "format_progress", "progress_of"]
@@ -73,6 +76,7 @@ class Progress:
     epochs_per_min: float | None
     eta: timedelta | None
     eta_unknown: str | None  # why there is no ETA, in words; None when there is one (or the study is done)
+    hours: HoursProjection | None = None  # with a study folder, once a trial has started
 
     @property
     def left(self) -> int | None:
@@ -104,9 +108,11 @@ def progress_of(
     budget: int | None,
     now: datetime | None = None,
     window: timedelta = DEFAULT_WINDOW,
+    study_dir: Path | None = None,
 ) -> Progress:
     """``budget``: the config's ``trials`` when there is one, else the study's ``trials`` attribute (as
-    ``collect`` does). ``now`` is naive local time, as Optuna stamps trials."""
+    ``collect`` does). ``now`` is naive local time, as Optuna stamps trials. ``study_dir``: where the trials'
+    records and the workers' timelines are (runs/<study>), for the GPU-hours so far and at the budget."""
     trials = study.get_trials(deepcopy=False)
     now = now if now is not None else datetime.now()
     if budget is None:
@@ -139,7 +145,13 @@ def progress_of(
         eta_unknown=None,
     )
     eta, why = _eta(progress)
-    return replace(progress, eta=eta, eta_unknown=why)
+    hours = None
+    if study_dir is not None:
+        from hpc_tune.collector.hours_projection import project_hours
+
+        direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+        hours = project_hours(trials, study_dir, direction, budget=budget, finished=len(finished))
+    return replace(progress, eta=eta, eta_unknown=why, hours=hours)
 
 
 def _span(trials: Sequence[FrozenTrial], now: datetime, window: timedelta) -> timedelta | None:
@@ -221,6 +233,10 @@ def format_progress(progress: Progress, slurm: StudyStatus | None) -> str:
         f"FAIL {c['FAIL']}, RUNNING {c['RUNNING']}, WAITING {c['WAITING']}; {p.retried} retried)",
         f"throughput: {_throughput(p)}; {_eta_text(p)}",
     ]
+    if p.hours is not None:
+        from hpc_tune.collector.hours_projection import format_hours_projection
+
+        lines.append(format_hours_projection(p.hours))
     if slurm is not None:
         lines.append(_slurm_line(slurm))
     # Last: on a terminal too small for many running trials, only the end of this table is cut off.

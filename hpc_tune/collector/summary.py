@@ -34,6 +34,7 @@ __all__ = [
     "Summary",
     "TopEntry",
     "TrialRow",
+    "TrialsPerGpu",
 ]
 
 SCHEMA_VERSION = 1
@@ -135,6 +136,38 @@ class DeviceHours(Model):
         "a trial, or lingering at the study's end), handing_on, exiting.",
     )
     idle_share: float | None = Field(None, description="Idle / allocated.")
+    walltime_kills: int = Field(
+        0,
+        description="Trials still running when SLURM ended their task at its time limit (reason "
+        "`walltime_killed`): a kind that cannot hand on loses them whole.",
+    )
+    killed_by_walltime: float = Field(0.0, description="Their hours (part of `lost_to_failures`).")
+    admission_refusals: int = Field(
+        0,
+        description="Times a worker did not start a trial that its task's time left could not finish "
+        "(`worker.walltime_admission`) and ended the task instead.",
+    )
+    saved_by_admission: float = Field(
+        0.0,
+        description="What those trials would have burnt before the kill at the limit: the time each task had "
+        "left times its devices.",
+    )
+
+
+class TrialsPerGpu(Model):
+    """``slurm.trials_per_gpu: auto``: how many workers per array task the first task to measure chose."""
+
+    n: int = Field(description="Workers (trials at once) per array task.")
+    why: str = Field(description="Why that many: the memory, the cap, or the throughput that stopped rising.")
+    peak_memory_bytes: int | None = Field(None, description="The largest peak a measured trial took.")
+    capacity_bytes: int | None = Field(None, description="The memory the workers share.")
+    capacity_source: str | None = Field(None, description="Where that figure came from.")
+    throughput_per_device_hour: dict[str, float] = Field(
+        default_factory=dict,
+        description="Finished trials per device-hour measured with each number of workers.",
+    )
+    task: int | None = Field(None, description="The array task that measured (its index in the request).")
+    host: str | None = Field(None, description="Its node.")
 
 
 class Promotion(Model):
@@ -283,6 +316,9 @@ class Summary(Sparse):
     pruning: Pruning = Field(description="What pruning saved.")
     device_hours: DeviceHours | None = Field(
         None, description="GPU-hours (CPU core-hours) by state, lost, saved; absent before any trial started."
+    )
+    trials_per_gpu: TrialsPerGpu | None = Field(
+        None, description="With `slurm.trials_per_gpu: auto` only: the workers per task chosen, and why."
     )
     screening_top_k: list[TopEntry] | None = Field(
         None, description="With promotions only: the best 5 screening trials (on the screening fidelity)."

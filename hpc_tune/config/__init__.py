@@ -7,6 +7,7 @@ a command task's worker read a config without paying for either. SQLAlchemy's UR
 from hpc_tune.config.load import DEFAULT_CONFIG, STORAGE_ENV, load_config, parse_config
 from hpc_tune.config.schema import STUDY_NAME_RE, Config, LoadedConfig
 from hpc_tune.config.sections import (
+    TRIALS_PER_GPU_AUTO_MAX,
     FidelityConfig,
     PrunerConfig,
     SamplerConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "EMBEDDED",
     "STORAGE_ENV",
     "STUDY_NAME_RE",
+    "TRIALS_PER_GPU_AUTO_MAX",
     "CommandTask",
     "Config",
     "FidelityConfig",

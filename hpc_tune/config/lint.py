@@ -93,24 +93,61 @@ def lint(config: Config) -> list[LintFinding]:
     found += _tpe_startup(config)
     found += _fidelity_without_promotion(config)
     found += _walltime(config)
+    found += _trials_per_gpu(config)
     found += _numbers_read_as_strings(config)
     return found
 
 
+def _trials_per_gpu(config: Config) -> list[LintFinding]:
+    """More workers per task than its cores: each gets one thread, and they take turns on the cores."""
+    s = config.slurm
+    n = s.trials_per_gpu
+    if n == "auto" or n <= s.cpus_per_task:
+        return []
+    gpu = bool(s.gres and "gpu" in s.gres)
+    why = (
+        "each worker's Python side (its data loading, its launches of GPU kernels) needs a core of its own"
+        if gpu
+        else "they take turns on the task's cores, which finishes trials no sooner than fewer workers"
+    )
+    return [
+        LintFinding(
+            "slurm.trials_per_gpu",
+            f"is {n} but slurm.cpus_per_task is {s.cpus_per_task}: {why}; set cpus_per_task to at least {n} "
+            f"or trials_per_gpu to at most {s.cpus_per_task}",
+        )
+    ]
+
+
+def _auto_cannot_measure(config: Config, kind: str) -> list[LintFinding]:
+    """A script's GPU memory is not the worker's to read: ``auto`` then never grows past one worker."""
+    s = config.slurm
+    if kind != "command" or s.trials_per_gpu != "auto" or not (s.gres and "gpu" in s.gres):
+        return []
+    return [
+        LintFinding(
+            "slurm.trials_per_gpu",
+            "is auto, but a command's GPU memory cannot be measured (the script holds it, not the worker), "
+            "so each task keeps 1 worker; set the number of trials that fit on the GPU instead",
+        )
+    ]
+
+
 def lint_for_task(config: Config, kind: str) -> list[LintFinding]:
     """Warnings that need to know what the task is (``LoadedTask.kind``): train options that only hpctune's
-    engine reads, set for an objective or a command, which train in their own code. ``train.seed`` reaches
-    them too (the trial's seed), so it is not one of those."""
+    engine reads, set for an objective or a command, which train in their own code (``train.seed`` reaches
+    them too: the trial's seed, so it is not one of those); ``trials_per_gpu: auto`` for a script on a GPU."""
     if kind == "build":
         return []
+    found = _auto_cannot_measure(config, kind)
     ignored = sorted(f"train.{name}" for name in config.train.model_fields_set if name != "seed")
     if not ignored:
-        return []
+        return found
     one = len(ignored) == 1
     trains = (
         "a command runs its own training loop" if kind == "command" else "an objective trains in its own code"
     )
-    return [
+    return found + [
         LintFinding(
             ignored[0] if one else "train",
             f"{'is' if one else ', '.join(ignored) + ' are'} read by hpctune's engine only, and {trains}: "

@@ -211,6 +211,15 @@ class WorkerConfig(Strict):
         "instead of spending the budget. 0: never.",
     )
 
+    # A trial of a kind that cannot hand on (an objective, a script without a checkpoint) still running at
+    # the time limit is killed whole; the time left is better given back to the queue (worker/admission.py).
+    walltime_admission: bool = Field(
+        True,
+        description="On SLURM, a worker whose task cannot hand on at the walltime (an objective, a command "
+        "that saves no checkpoint) does not start a trial that the study's finished trials say cannot finish "
+        "before the time limit: it ends and requeues its task instead. `false`: always start.",
+    )
+
     @model_validator(mode="after")
     def _grace_longer_than_interval(self) -> WorkerConfig:
         if self.grace_period <= self.heartbeat_interval:
@@ -302,6 +311,11 @@ class ServerJobConfig(Strict):
     )
 
 
+# Where `slurm.trials_per_gpu: auto` stops growing: past it the Python side of each worker (one core each)
+# and the GPU's context switches cost more than a small model leaves idle.
+TRIALS_PER_GPU_AUTO_MAX = 16
+
+
 class SlurmConfig(Strict):
     partition: SbatchToken | None = Field(None, description="`--partition`. `null`: the cluster's default.")
     account: SbatchToken | None = Field(None, description="`--account`. `null`: your default.")
@@ -330,6 +344,18 @@ class SlurmConfig(Strict):
         description="SLURM sends USR2 this many seconds before the time limit: more than the slowest epoch "
         "plus saving a checkpoint.",
     )
+    # `auto` measures instead of guessing: how many trials fit and whether more finish sooner depends on the
+    # model, its data path and the GPU (policy/pack_size.py has the rule).
+    trials_per_gpu: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1,
+        description="Trials each array task runs at once: that many worker processes sharing its GPU(s), "
+        "through CUDA MPS when `nvidia-cuda-mps-control` is on the node's PATH, or its CPU cores without a "
+        "GPU; each gets `cpus_per_task / N` threads and `train.memory_fraction / N` of the GPU. `auto`: the "
+        "task measures its first trials (their peak memory, then finished trials per device-hour with 1, 2, "
+        "4, ... workers, at most 16 and its cores) and keeps the largest N that still raised it by 10 % or "
+        "more; the choice and why are recorded in the study (later tasks start with it) and printed by "
+        "`hpctune collect`.",
+    )
     setup: list[str] = Field(
         [],
         description="Bash lines run before the worker in every task: `module load ...`, "
@@ -342,6 +368,12 @@ class SlurmConfig(Strict):
         ServerJobConfig(),
         description="The job of the study server, with `storage: server` (see `slurm.server`).",
     )
+
+    def workers_per_task(self) -> int:
+        """The processes of one array task that hold the study open: the workers, plus their supervisor when
+        there are several (connections are sized from it); ``auto`` counts its cap."""
+        n = TRIALS_PER_GPU_AUTO_MAX if self.trials_per_gpu == "auto" else self.trials_per_gpu
+        return 1 if n == 1 else n + 1
 
     @field_validator("setup")
     @classmethod

@@ -77,6 +77,13 @@ class CommandTask(Strict):
         {}, description="More environment variables for the script, taken literally (no placeholders)."
     )
 
+    resumes: bool | None = Field(
+        None,
+        description="Whether the script saves `{checkpoint}` on USR2 and continues from it when `{resume}` "
+        "is 1. `null`: when the command names `{checkpoint}` or `{resume}`. A script that does not resume is "
+        "not started with too little walltime left (`worker.walltime_admission`).",
+    )
+
     @field_validator("command")
     @classmethod
     def _command(cls, v: str | list[str]) -> str | list[str]:

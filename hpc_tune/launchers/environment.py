@@ -7,6 +7,9 @@ local executor), one definition for both.
   connection above 16 (storage/connections.py).
 - HPCTUNE_STORAGE: the storage URL goes to the workers through the environment, never their argv, so a
   password in it cannot show in ``ps``.
+- HPCTUNE_PACK_SLOT / HPCTUNE_PACK_SIZE: a worker of an array task's pack (``slurm.trials_per_gpu``,
+  launchers/task_pack.py): its slot, and how many share the task; it leaves the requeue to the supervisor
+  and takes its share of the GPU's memory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 
 from hpc_tune.config import STORAGE_ENV
 from hpc_tune.storage.connections import WORKERS_ENV
+from hpc_tune.worker.resources import PACK_SIZE_ENV, PACK_SLOT_ENV
 
 
 def local_worker_environment(
@@ -28,4 +32,24 @@ def local_worker_environment(
         added["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     if storage_url:
         added[STORAGE_ENV] = storage_url
+    return added
+
+
+def pack_worker_environment(
+    slot: int,
+    size: int,
+    storage_url: str | None,
+    environ: Mapping[str, str],
+    *,
+    study_workers: int,
+    cores: int,
+) -> dict[str, str]:
+    """What to add to ``environ`` for worker ``slot`` of ``size`` sharing an array task's ``cores``:
+    ``cores // size`` threads each (never more than a user's own OMP_NUM_THREADS), and ``study_workers``
+    for the connection pool's choice."""
+    share = max(1, cores // size)
+    given = environ.get("OMP_NUM_THREADS", "").strip()
+    threads = min(int(given), share) if given.isdigit() and int(given) > 0 else share
+    added = local_worker_environment(study_workers, storage_url, environ)
+    added.update({"OMP_NUM_THREADS": str(threads), PACK_SLOT_ENV: str(slot), PACK_SIZE_ENV: str(size)})
     return added

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from hpc_tune.config import LoadedConfig
 from hpc_tune.launchers.environment import local_worker_environment
 from hpc_tune.policy.budget import budget_state, counts_by_state
 from hpc_tune.policy.dead_workers import dead_local_workers
-from hpc_tune.policy.shared_study import fail_running, open_study
+from hpc_tune.policy.shared_study import SharedStudy, fail_running, open_study
 
 POLL_S = 0.5
 
@@ -42,22 +42,37 @@ class LocalReport:
 
 
 @dataclass
-class _Child:
+class WorkerProcess:
+    """One ``hpctune worker`` process this launcher started (``run --local`` and an array task's pack of
+    workers, launchers/task_pack.py, both)."""
+
     index: int
     proc: subprocess.Popen[bytes]
     log: Path
 
 
-def _spawn(
-    loaded: LoadedConfig, index: int, env: Mapping[str, str], log_dir: Path, generation: int
-) -> _Child:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"local-worker-{index}{'' if generation == 0 else f'.{generation}'}.log"
+def spawn_worker(loaded: LoadedConfig, index: int, env: Mapping[str, str], log: Path) -> WorkerProcess:
+    """``python -m hpc_tune worker --worker-index INDEX``, its output appended to ``log``; ``env`` carries the
+    storage URL (launchers/environment.py), never its argv."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     assert loaded.path is not None
     cmd = [sys.executable, "-m", "hpc_tune", "worker", "-c", str(loaded.path), "--worker-index", str(index)]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(env))
-    return _Child(index, proc, log)
+    return WorkerProcess(index, proc, log)
+
+
+def _spawn(
+    loaded: LoadedConfig, index: int, env: Mapping[str, str], log_dir: Path, generation: int
+) -> WorkerProcess:
+    log = log_dir / f"local-worker-{index}{'' if generation == 0 else f'.{generation}'}.log"
+    return spawn_worker(loaded, index, env, log)
+
+
+def recover_killed(shared: SharedStudy, loaded: LoadedConfig, pid: int) -> list[int]:
+    """Fail and re-run the RUNNING trials of a child that died by a signal (reason ``worker_killed``): on the
+    journal store nothing else would, and on PostgreSQL it saves waiting out the heartbeat's grace period."""
+    return fail_running(shared, loaded, dead_local_workers({pid}), "worker_killed")
 
 
 def run_local(
@@ -94,9 +109,7 @@ def run_local(
                 if code >= 0:
                     continue
                 # Killed by a signal: its trial would stay RUNNING forever on the journal store.
-                report.recovered_trials += fail_running(
-                    shared, loaded, dead_local_workers({child.proc.pid}), "worker_killed"
-                )
+                report.recovered_trials += recover_killed(shared, loaded, child.proc.pid)
                 state = budget_state(study.get_trials(deepcopy=False), config.trials)
                 if not state.exhausted and report.replacements < limit:
                     generation += 1
@@ -129,7 +142,12 @@ def study_counts(study: optuna.Study) -> dict[str, int]:
 
 def first_worker_error(report: LocalReport) -> str | None:
     """The ``Error:`` line a failed worker printed, so the parent can show why instead of a bare code."""
-    for log in report.logs:
+    return first_error_line(report.logs)
+
+
+def first_error_line(logs: Sequence[Path]) -> str | None:
+    """The last ``Error:`` line of the first of ``logs`` that has one, without its ``Error: ``."""
+    for log in logs:
         try:
             lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:

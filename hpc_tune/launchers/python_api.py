@@ -128,7 +128,7 @@ class WorkerTask(Checkpointable):
         started = _start_own_process() if self.own_process else None
         storage = self.storage.resolve()
         report = run_worker(self.loaded, storage, worker_index=self.index, requeue=False, started_at=started)
-        if report.stopped_by == "walltime":
+        if report.wants_requeue:
             _requeue_through_submitit()
         if report.stopped_by == "signal":
             raise LaunchError(

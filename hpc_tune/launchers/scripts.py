@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -83,6 +84,23 @@ def _version() -> str:
         return metadata.version("hpc-tune")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _pack_comment(trials_per_gpu: int | str) -> list[str]:
+    """What the worker line does with ``slurm.trials_per_gpu``, for a reader of the script; none for 1."""
+    if trials_per_gpu == 1:
+        return []
+    how_many = (
+        "as many workers as its first trials show the GPU(s) run best"
+        if trials_per_gpu == "auto"
+        else f"{trials_per_gpu} workers on the task's GPU(s)"
+    )
+    return textwrap.wrap(
+        f"slurm.trials_per_gpu: {trials_per_gpu}: this `hpctune worker` runs {how_many} (through CUDA MPS "
+        "when nvidia-cuda-mps-control is on PATH), passes USR2 on to them and requeues the task once they "
+        "have all handed their trials on.",
+        width=108,
+    )
 
 
 def _check_path(path: Path, what: str) -> str:
@@ -236,6 +254,7 @@ def render_scripts(
         "grace": slurm.signal_grace_s,
         "requeue_line": requeue_self(),
         "server_path": shlex.quote(str(server_path)) if server_path is not None else None,
+        "pack_comment": _pack_comment(slurm.trials_per_gpu),
     }
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
@@ -273,7 +292,8 @@ def render_scripts(
             f"--signal=B:USR1@{grace}",
             "--dependency=singleton",
         ]
-        workers = chunks[0].spec.parallelism or sum(c.spec.count for c in chunks)
+        tasks = chunks[0].spec.parallelism or sum(c.spec.count for c in chunks)
+        workers = tasks * slurm.workers_per_task()  # slurm.trials_per_gpu: each task's workers connect
         server_text = env.get_template("server.sh.j2").render(
             **{**context, "grace": grace},
             job_name=shlex.quote(job_name),

@@ -64,3 +64,46 @@ def devices_held(environ: Mapping[str, str] | None = None) -> Devices:
     if cpus.isdigit() and int(cpus) > 0:
         return Devices("cpu", int(cpus))
     return Devices("cpu", _cpu_count())
+
+
+@dataclass(frozen=True)
+class MemoryHeld:
+    """The host memory a task may use, and where that figure came from (said in the ``auto`` choice)."""
+
+    bytes: int | None
+    source: str
+
+
+_MIB = 2**20
+
+
+def memory_held(environ: Mapping[str, str] | None = None, meminfo: str = "/proc/meminfo") -> MemoryHeld:
+    """What SLURM granted the task (``--mem``: SLURM_MEM_PER_NODE; ``--mem-per-cpu``: SLURM_MEM_PER_CPU x its
+    cores), else what the machine has free now: the host-memory budget several workers of a task share."""
+    env = os.environ if environ is None else environ
+    per_node = env.get("SLURM_MEM_PER_NODE", "").strip()
+    if per_node.isdigit() and int(per_node) > 0:
+        return MemoryHeld(int(per_node) * _MIB, "SLURM_MEM_PER_NODE")
+    per_cpu = env.get("SLURM_MEM_PER_CPU", "").strip()
+    if per_cpu.isdigit() and int(per_cpu) > 0:
+        cpus = _cpus_of_task(env)
+        return MemoryHeld(int(per_cpu) * cpus * _MIB, f"SLURM_MEM_PER_CPU x {cpus} cores")
+    try:
+        with open(meminfo, encoding="ascii") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return MemoryHeld(int(line.split()[1]) * 1024, "MemAvailable")
+    except (OSError, ValueError, IndexError):
+        pass
+    return MemoryHeld(None, "unknown")
+
+
+def cores_held(environ: Mapping[str, str] | None = None) -> int:
+    """The CPU cores of the task (SLURM_CPUS_PER_TASK, else this process's affinity), GPU or not: what the
+    workers of one task share for their threads."""
+    return _cpus_of_task(os.environ if environ is None else environ)
+
+
+def _cpus_of_task(env: Mapping[str, str]) -> int:
+    cpus = env.get("SLURM_CPUS_PER_TASK", "").strip()
+    return int(cpus) if cpus.isdigit() and int(cpus) > 0 else _cpu_count()

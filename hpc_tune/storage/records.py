@@ -45,6 +45,10 @@ class TrialRecord:
     # duration x count: the GPU-hours (CPU core-hours) the collector adds up.
     devices: dict[str, Any] | None = None
     device_seconds: float | None = None
+    # The most memory the trial's process held (bytes): torch's reserved GPU memory on CUDA, else the
+    # process's peak RSS; and the GPU's total memory. ``trials_per_gpu: auto`` sizes its workers by them.
+    peak_memory_bytes: int | None = None
+    device_memory_bytes: int | None = None
     best: dict[str, Any] | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     # Epochs validated on a subset (train.val_fraction): the whole validation set's results of the last and

@@ -103,8 +103,13 @@ def fit(
     faults: Sequence[Fault] = (),
     compile_cache_dir: Path | None = None,
     select: tuple[str, str] | None = None,
+    on_memory: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Train ``parts.model`` for ``epochs`` (the epochs this trial runs, which is also the schedule's T_max).
+
+    ``on_memory(peak, total)``: on CUDA, told once at the end (pruned, failed or not) the most memory the
+    trial's training and validation reserved (the batch probe's tries excluded) and the GPU's total: what
+    decides how many trials can share it (``slurm.trials_per_gpu: auto``).
 
     ``select`` = (metric, direction) names the best epoch when epochs validate on a subset: its weights are
     kept (in host memory and in checkpoints) and validated on the whole set at the end (``full_validation``).
@@ -131,6 +136,8 @@ def fit(
             raise
         oom_detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     finally:
+        if on_memory is not None and run.device.type == "cuda":
+            on_memory(*run.memory_used())
         run.release()
     # Raised outside the except block so that the OOM's traceback (holding the activations) is already gone.
     raise OutOfMemory(oom_detail)
@@ -256,6 +263,8 @@ class _Run:
         if self.memory_format is not None:
             self.model = self.model.to(memory_format=self.memory_format)
         self.plan = _batch_plan(self.model, parts, self.device, self.precision, options, compile_cache_dir)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # the probe's largest tries are not the trial's
         loader_kwargs = loader_settings(self.device, options.num_workers)
         self.train_batches = Batches(
             parts.train_set,
@@ -400,6 +409,12 @@ class _Run:
         restore_rng(state["rng"], self.shuffle)
         self.best_epoch.best = state.get("best")
         return [dict(r) for r in state["records"]]
+
+    def memory_used(self) -> tuple[int, int]:
+        """(peak reserved, total) bytes of this run's GPU: reserved, not allocated, since the allocator's
+        cached blocks are memory no other process on the GPU can have."""
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        return int(torch.cuda.max_memory_reserved(self.device)), int(total)
 
     def release(self) -> None:
         """Drop every device tensor this run holds, then return cached blocks to the driver: the next trial in

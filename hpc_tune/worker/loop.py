@@ -28,12 +28,15 @@ from hpc_tune.config import LoadedConfig
 from hpc_tune.policy.shared_study import open_study
 from hpc_tune.slurm.allocation import devices_held
 from hpc_tune.slurm.environment import SlurmEnv, requeue_own_task
+from hpc_tune.slurm.walltime import TimeLimit
 from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.storage.timelines import WorkerTimeline, timeline_path
 from hpc_tune.tasks.base import load_task
 from hpc_tune.train.faults import parse_faults
+from hpc_tune.worker.admission import WalltimeAdmission
 from hpc_tune.worker.kinds.objective import asks_for_its_parameters
-from hpc_tune.worker.runner import WALLTIME, TrialRunner
+from hpc_tune.worker.resources import shared_devices
+from hpc_tune.worker.runner import WALLTIME, TrialRunner, interrupted_reason
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
 from hpc_tune.worker.trial_source import TrialSource
 
@@ -49,11 +52,17 @@ RESTART_SEED_STRIDE = 100_003  # larger than any array: run k of task i never sh
 class WorkerReport:
     trials_run: int = 0
     by_state: dict[str, int] = field(default_factory=dict)
-    stopped_by: str = "budget"  # budget | max_trials | signal | walltime
+    stopped_by: str = "budget"  # budget | max_trials | signal | walltime | admission
 
     @property
     def exit_code(self) -> int:
         return EXIT_INTERRUPTED if self.stopped_by == "signal" else EXIT_OK
+
+    @property
+    def wants_requeue(self) -> bool:
+        """The study needs this task again: it handed a trial on at the walltime, or it had too little time
+        left for the next trial (walltime admission) and ended early to free its devices."""
+        return self.stopped_by in ("walltime", "admission")
 
 
 def limit_threads(environ: Mapping[str, str]) -> None:
@@ -86,11 +95,14 @@ class Worker:
         environ: Mapping[str, str] | None = None,
         requeue: bool = True,
         started_at: float | None = None,
+        time_limit: TimeLimit | None = None,
     ) -> None:
         """``requeue=False``: after a walltime hand-on, leave the requeue to the caller (submitit requeues
         the tasks of ``hpc_tune.launch`` itself; a second requeue would run the task twice). ``started_at``:
         when the worker's allocation started being used (its process's start, for a worker process), the
-        start of its timeline's "starting"; now by default (a worker inside another program)."""
+        start of its timeline's "starting"; now by default (a worker inside another program).
+        ``time_limit``: the task's deadline when the caller knows it (else squeue is asked, on SLURM, for
+        walltime admission)."""
         self.loaded = loaded
         self.requeue = requeue
         self.config = loaded.config
@@ -99,7 +111,7 @@ class Worker:
         self.slurm = SlurmEnv.from_environ(self.environ)
         host, pid = socket.gethostname(), os.getpid()
         slurm_ids = {k: v for k, v in self.slurm.ids().items() if v is not None}
-        devices = devices_held(self.environ).to_json()
+        devices = shared_devices(devices_held(self.environ).to_json(), self.environ)
         self.timeline = WorkerTimeline(
             host, pid, slurm_ids, devices, path=timeline_path(loaded.study_dir, host, pid)
         )
@@ -115,6 +127,9 @@ class Worker:
         self.study = self.shared.study
         worker_attrs: dict[str, Any] = {attrs.WORKER: attrs.worker_attr(host, pid, slurm_ids)}
         self.guard = SignalGuard()
+        self.worker_id = worker_attrs[attrs.WORKER]
+        self.devices = devices
+        self.admission = WalltimeAdmission.for_task(self.config, task.kind, self.slurm, limit=time_limit)
         # Every storage call, the objective's own included, completes before SIGTERM/SIGINT is raised: a
         # signal that landed inside the journal store's file lock left it broken (FileNotFoundError).
         self.shared.storage.guard = self.guard.critical
@@ -125,6 +140,7 @@ class Worker:
             worker_attrs,
             self.guard,
             pin_as_fixed=asks_for_its_parameters(self.config, task),
+            admission=self.admission,
         )
         self.runner = TrialRunner(
             self.shared,
@@ -151,6 +167,9 @@ class Worker:
                     self.timeline.begin("waiting")
                     trial = self.source.next_trial()
                     if trial is None:
+                        if self.admission is not None and self.admission.refusal is not None:
+                            report.stopped_by = "admission"
+                            self.admission.record(self.study, self.worker_id, self.devices)
                         break
                     self._current = trial
                     self.timeline.begin("trial", trial.number)
@@ -164,10 +183,11 @@ class Worker:
             except WorkerInterrupted:
                 report.stopped_by = "signal"
                 if self._current is not None:  # interrupted before the runner could take care of it
-                    self.runner.fail_and_rerun(adapter.trial_id(self._current), "interrupted")
+                    why = interrupted_reason(self.guard)
+                    self.runner.fail_and_rerun(adapter.trial_id(self._current), why)
             finally:
                 self.timeline.begin("exiting")
-        if report.stopped_by == "walltime" and self.requeue and self.slurm.array_task_id is not None:
+        if report.wants_requeue and self.requeue and self.slurm.array_task_id is not None:
             requeue_own_task(self.slurm)
         self.timeline.close()
         return report
@@ -181,6 +201,7 @@ def run_worker(
     max_trials: int | None = None,
     requeue: bool = True,
     started_at: float | None = None,
+    time_limit: TimeLimit | None = None,
 ) -> WorkerReport:
     """Run one worker to its end. ``worker_index`` decorrelates the workers' samplers; None: the SLURM array
     task's index in the whole request (HPCTUNE_ARRAY_OFFSET added for a split array), else 0."""
@@ -191,4 +212,5 @@ def run_worker(
         max_trials=max_trials,
         requeue=requeue,
         started_at=started_at,
+        time_limit=time_limit,
     ).run()

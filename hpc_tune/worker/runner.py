@@ -44,12 +44,19 @@ from hpc_tune.worker.epochs import epoch_reporter, resume_from_checkpoint, save_
 from hpc_tune.worker.kinds import task_runner_for
 from hpc_tune.worker.kinds.base import TrialContext
 from hpc_tune.worker.kinds.objective import asks_for_its_parameters
+from hpc_tune.worker.resources import device_share, fill_peak_memory
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
 
 log = logging.getLogger(__name__)
 
 WALLTIME = "WALLTIME"  # what run() returns for a trial handed on to a continuation
 _MISSING = object()
+
+
+def interrupted_reason(guard: SignalGuard) -> str:
+    """SIGTERM after the walltime signal is SLURM's time limit: a trial it ends was killed by walltime
+    (``collect`` counts those and their hours), any other SIGTERM or SIGINT an interruption."""
+    return attrs.WALLTIME_KILLED if guard.walltime.is_set() else "interrupted"
 
 
 class TrialRunner:
@@ -87,9 +94,10 @@ class TrialRunner:
         record.finished_at = now_iso()
         if started is not None:
             record.duration_s = round(time.monotonic() - started, 3)
-            count = (record.devices or {}).get("count")
-            if isinstance(count, int) and count > 0:
-                record.device_seconds = round(record.duration_s * count, 3)
+            share = device_share(record.devices)  # a trial sharing the task's GPU holds its share of it
+            if share is not None:
+                record.device_seconds = round(record.duration_s * share, 3)
+        fill_peak_memory(record)
         self._write(record)
 
     # ------------------------------------------------------------------------------------------ one trial
@@ -176,10 +184,11 @@ class TrialRunner:
             self._try_write(record)
             raise
         except WorkerInterrupted:
+            why = interrupted_reason(self.guard)
             with self.guard.critical():  # a second Ctrl-C must not cut this short
-                self.fail_and_rerun(trial_id, "interrupted")  # the study first: it is the truth
+                self.fail_and_rerun(trial_id, why)  # the study first: it is the truth
                 with contextlib.suppress(MetricsError):
-                    self._finish_record(record, "FAIL", "interrupted", None, started)
+                    self._finish_record(record, "FAIL", why, None, started)
             raise
         except MetricsError as exc:
             # The results directory cannot be written: not the trial's fault. Re-run it, then stop.

@@ -59,6 +59,9 @@ class SignalGuard:
             (signal.SIGUSR2, self._walltime),
         ):
             self._previous[sig] = signal.signal(sig, handler)
+        # A supervisor (launchers/task_pack.py) starts its workers with these blocked, so that one still
+        # starting up is not killed by their default action: what came meanwhile is delivered now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self._previous)
         try:
             yield self
         finally:

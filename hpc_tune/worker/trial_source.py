@@ -25,12 +25,15 @@ from optuna.trial import FrozenTrial, TrialState
 from hpc_tune import attrs
 from hpc_tune.config import Config
 from hpc_tune.errors import TaskError
+from hpc_tune.policy.admission import Admission
 from hpc_tune.policy.budget import counted_trials, failing_from_the_start
 from hpc_tune.policy.campaign import decide
+from hpc_tune.policy.ranking import is_promoted
 from hpc_tune.policy.shared_study import SharedStudy
 from hpc_tune.policy.suggest import distribution
 from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.storage.lock import LockLost
+from hpc_tune.worker.admission import WalltimeAdmission
 from hpc_tune.worker.signals import SignalGuard
 
 log = logging.getLogger(__name__)
@@ -46,11 +49,14 @@ class TrialSource:
         guard: SignalGuard,
         *,
         pin_as_fixed: bool = False,
+        admission: WalltimeAdmission | None = None,
     ) -> None:
         """``pin_as_fixed``: the objective asks for its parameters itself, so a grid point is held as pinned
         values (what ``enqueue_trial`` writes) that its ``suggest_*`` calls return, not as parameters of
-        space's distributions that its calls would have to repeat exactly."""
+        space's distributions that its calls would have to repeat exactly. ``admission``: checks that the
+        next trial can finish before the task's time limit (None: always take it)."""
         self.shared = shared
+        self.admission = admission
         self.pin_as_fixed = pin_as_fixed
         self.study = shared.study
         self.storage = shared.storage
@@ -62,6 +68,7 @@ class TrialSource:
         self.sampler = shared.study.sampler
         self._next_stale_check = 0.0
         self._fail_fast_settled = False
+        self._admission = Admission(True, "not checked yet")
         # Study user attrs (a query) matter only for phases and screening decisions.
         self._campaign = bool(config.phases) or bool(config.fidelity and config.fidelity.promote_top)
 
@@ -138,6 +145,15 @@ class TrialSource:
         finished = sum(1 for t in trials if t.state.is_finished())
         self._fail_fast_settled = n == 0 or finished >= 2 * n  # past the start: no need to look again
 
+    def _admits(self, trials: list[FrozenTrial], promoting: bool) -> bool:
+        """Whether the trial about to be taken can finish in the task's time left: it is the oldest WAITING
+        one (promotions just decided come first), else a new one at the study's first fidelity."""
+        assert self.admission is not None
+        waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
+        promoted = promoting or bool(waiting and is_promoted(waiting[0]))
+        self._admission = self.admission.check(trials, promoted=promoted)
+        return self._admission.admit
+
     def _reserve_once(self) -> tuple[optuna.Trial | None, str, int]:
         trial_id: int | None = None
         decision = None
@@ -151,6 +167,8 @@ class TrialSource:
                 running = sum(1 for t in trials if t.state == TrialState.RUNNING)
                 if decision.kind != "ask":
                     return None, decision.kind, running
+                if self.admission is not None and not self._admits(trials, bool(decision.enqueue)):
+                    return None, "no_time", running
                 for key, value in decision.study_attrs.items():
                     self.study.set_user_attr(key, value)
                 for params, marks in decision.enqueue:
@@ -197,6 +215,11 @@ class TrialSource:
             if trial is not None:
                 return trial
             if kind == "retry":
+                continue
+            if kind == "no_time":
+                assert self.admission is not None
+                if self.admission.still_refused(self._admission):
+                    return None
                 continue
             if kind == "done" and (running == 0 or not adapter.heartbeat_enabled(self.storage)):
                 return None

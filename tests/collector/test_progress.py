@@ -225,3 +225,170 @@ def test_a_local_worker_has_a_host_and_no_task() -> None:
         "      0      -  laptop  -     2 min",
         "      1      -  -       -     1 min",
     ]
+
+
+# --- GPU-hours so far and at the budget: `hpctune status` on a real journal study ---------------------------
+
+HOURS_STUDY = "t-hours"
+TWO_GPUS = {"kind": "gpu", "count": 2, "ids": ["0", "1"]}
+# trial: (state, the seconds its record says it ran, reason); trial 4 continues trial 3, handed on at the
+# walltime, and is running: its record holds its seconds so far (as a record written at an epoch would), so
+# that nothing here depends on the clock.
+HOURS_TRIALS = {
+    0: (TrialState.COMPLETE, 3600.0, None),
+    1: (TrialState.PRUNED, 1800.0, "pruned"),
+    2: (TrialState.FAIL, 900.0, "oom"),
+    3: (TrialState.FAIL, 2700.0, "walltime"),
+    4: (TrialState.RUNNING, 600.0, None),
+}
+
+
+def _journal_study(study_dir: Any, budget: int | None) -> optuna.Study:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study_dir.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=study_dir.name, storage=storage, direction="maximize")
+    if budget is not None:
+        study.set_user_attr("trials", budget)
+    return study
+
+
+def hours_study(root: Any, budget: int, trials: dict[int, tuple[TrialState, float, str | None]]) -> Any:
+    """runs/t-hours on the embedded journal store, as hpctune's workers leave it: the trials in the storage,
+    one record each with its 2 GPUs and ``device_seconds``, and two workers' timelines."""
+    from hpc_tune.storage.records import TrialRecord, write_trial
+    from hpc_tune.storage.timelines import Segment, WorkerTimeline, timeline_path
+
+    study_dir = root / "runs" / HOURS_STUDY
+    study = _journal_study(study_dir, budget)
+    start = datetime.now() - timedelta(hours=3)
+    for number, (state, seconds, reason) in trials.items():
+        system = {"failed_trial": 3, "retry_history": [3]} if number == 4 else {}
+        trial = create_trial(
+            state=state,
+            value=0.5 if state == TrialState.COMPLETE else None,
+            intermediate_values={1: 0.4},
+            user_attrs={"reason": reason} if reason else {},
+            system_attrs=system,
+        )
+        trial.datetime_start = start
+        trial.datetime_complete = None if state == TrialState.RUNNING else start + timedelta(seconds=seconds)
+        study.add_trial(trial)
+        record = TrialRecord(study=HOURS_STUDY, trial=number, params={}, state=state.name, reason=reason)
+        record.devices, record.duration_s, record.device_seconds = TWO_GPUS, seconds, 2 * seconds
+        write_trial(study_dir, record)
+    t0 = 1_767_000_000.0
+    for pid, idle in ((11, (40.0, 5.0, 3.0)), (12, (70.0, 20.0, 9.0))):
+        segments = [
+            Segment("starting", t0, t0 + idle[0]),
+            Segment("waiting", t0 + idle[0], t0 + idle[0] + idle[1]),
+            Segment("trial", t0 + idle[0] + idle[1], t0 + 1000, pid - 11),
+            Segment("exiting", t0 + 1000, t0 + 1000 + idle[2]),
+        ]
+        WorkerTimeline("node", pid, {}, TWO_GPUS, segments, path=timeline_path(study_dir, "node", pid)).save()
+    return study_dir
+
+
+def _expected_hours_line(study_dir: Any, budget: int) -> str:
+    """The line, computed here from the files the test wrote (not through hpctune's reading of them)."""
+    import json
+
+    records = [json.loads(p.read_text()) for p in sorted((study_dir / "trials").glob("trial-*.json"))]
+    timelines = [json.loads(p.read_text()) for p in sorted((study_dir / "workers").glob("*.json"))]
+    so_far = sum(r["device_seconds"] for r in records) / 3600
+    idle = sum(
+        (s["end"] - s["start"]) * t["devices"]["count"] / 3600
+        for t in timelines
+        for s in t["segments"]
+        if s["activity"] != "trial"
+    )
+    running = [r["device_seconds"] / 3600 for r in records if r["state"] == "RUNNING"]
+    retried = {3}  # trial 4 continues it: its hours count, its place in the budget does not
+    finished = [r for r in records if r["state"] != "RUNNING" and r["trial"] not in retried]
+    per_finished = (so_far - sum(running)) / len(finished)
+    projected = (
+        so_far
+        + per_finished * (budget - len(finished) - len(running))
+        + sum(max(per_finished - h, 0.0) for h in running)
+    )
+    at_budget = f"about {projected:.3g} at the budget of {budget} trials"
+    return f"GPU-hours: {so_far:.3g} so far (+{idle:.3g} idle); {at_budget}"
+
+
+def _status(root: Any, *args: str, study: str = HOURS_STUDY) -> str:
+    from click.testing import CliRunner
+
+    from hpc_tune.cli import cli
+
+    command = ["status", study, "--results", str(root / "runs"), *args]
+    result = CliRunner().invoke(cli, command, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture()
+def no_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.chdir(tmp_path)  # no hpctune.yaml here: the study is found by name on the embedded store
+    monkeypatch.delenv("HPCTUNE_STORAGE", raising=False)
+    return tmp_path
+
+
+def test_status_prints_the_hours_so_far_and_the_projection_to_the_budget(no_config: Any) -> None:
+    study_dir = hours_study(no_config, 10, HOURS_TRIALS)
+    expected = _expected_hours_line(study_dir, 10)
+    lines = _status(no_config).splitlines()
+    assert lines[0].startswith(f"study {HOURS_STUDY}: 3/10 finished")
+    assert lines[2] == expected, (lines, expected)
+    watched = _status(no_config, "--watch", "--count", "2", "--interval", "0.1")
+    assert watched.count(expected + "\n") == 2
+
+
+def test_no_projection_before_the_first_finished_trial_nor_without_a_budget(no_config: Any) -> None:
+    hours_study(no_config, 4, {0: (TrialState.RUNNING, 900.0, None)})
+    line = _status(no_config).splitlines()[2]
+    assert line.startswith(f"GPU-hours: {2 * 900 / 3600:.3g} so far (+")
+    assert line.endswith("; projection after the first finished trial")
+
+    # A foreign study: no budget, no record, no timeline: trial-hours from Optuna's own times.
+    study = _journal_study(no_config / "runs" / "plain", None)
+    add(study, TrialState.COMPLETE, "09:00", "09:45")
+    add(study, TrialState.COMPLETE, "10:00", "11:30")
+    line = _status(no_config, study="plain").splitlines()[2]
+    assert line == f"trial-hours: {(45 + 90) / 60:.3g} so far; no projection without a budget"
+
+
+def test_each_refresh_reads_the_storage_once_and_the_study_folder_once(
+    no_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hours reuse the refresh's trials: one more refresh is one more get_trials, one more read of the
+    records and one of the timelines, and nothing else."""
+    import hpc_tune.collector.hours_projection as hours_module
+
+    hours_study(no_config, 10, HOURS_TRIALS)
+    calls: dict[str, int] = {"get_trials": 0, "read_trials": 0, "read_timelines": 0}
+
+    def counting(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(optuna.Study, "get_trials", counting("get_trials", optuna.Study.get_trials))
+    for name in ("read_trials", "read_timelines"):
+        monkeypatch.setattr(hours_module, name, counting(name, getattr(hours_module, name)))
+    seen = []
+    for count in ("2", "3"):
+        for key in calls:
+            calls[key] = 0
+        _status(no_config, "--watch", "--count", count, "--interval", "0.1")
+        seen.append(dict(calls))
+    assert {k: seen[1][k] - seen[0][k] for k in calls} == {
+        "get_trials": 1,
+        "read_trials": 1,
+        "read_timelines": 1,
+    }
+    assert seen[0]["read_trials"] == seen[0]["read_timelines"] == 2

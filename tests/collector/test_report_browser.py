@@ -15,6 +15,7 @@ import pytest
 from hpc_tune.collector.figures import PLOT_NAMES
 from hpc_tune.collector.html import write_report
 from tests.collector.test_html import build_study, full_summary
+from tests.collector.test_utilization import write_timelines
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_TIMEOUT_S = 60
@@ -45,6 +46,7 @@ class _Dom(HTMLParser):
         super().__init__()
         self.body: dict[str, str | None] = {}
         self.images = 0
+        self.figures: dict[str, dict[str, str | None]] = {}
         self.section: str | None = None
         self.warnings: list[str] = []
         self.warnings_text = ""
@@ -53,6 +55,8 @@ class _Dom(HTMLParser):
         found = dict(attrs)
         if tag == "body":
             self.body = found
+        elif tag == "figure":
+            self.figures[str(found.get("data-plot"))] = found
         elif tag == "img":
             self.images += 1
         elif tag == "section":
@@ -73,6 +77,7 @@ class _Dom(HTMLParser):
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     study_dir = tmp_path_factory.mktemp("runs") / "demo"
     study, loaded = build_study(study_dir, 60)
+    write_timelines(study_dir, 60)  # the workers' timelines: the report then has its utilization figure too
     summary = full_summary(study, loaded)
     write_report(summary, study.get_trials(deepcopy=False), loaded.records, study_dir)
     return study_dir / "report.html"
@@ -95,11 +100,15 @@ def test_every_plot_decodes_in_the_browser_and_the_warnings_are_shown(report: Pa
     dom = _Dom()
     dom.feed(done.stdout)
 
-    assert dom.images == len(PLOT_NAMES)
-    assert dom.body.get("data-images-expected") == str(len(PLOT_NAMES))
+    figures = len(PLOT_NAMES) + 1  # the utilization figure, drawn from the workers' timelines
+    assert dom.images == figures
+    assert dom.body.get("data-images-expected") == str(figures)
     # Set by the page's load handler: images that the browser decoded (complete, with a natural width).
-    assert dom.body.get("data-images-total") == str(len(PLOT_NAMES))
-    assert dom.body.get("data-images-loaded") == str(len(PLOT_NAMES))
+    assert dom.body.get("data-images-total") == str(figures)
+    assert dom.body.get("data-images-loaded") == str(figures)
+    assert list(dom.figures) == [*PLOT_NAMES, "utilization"]
+    for name, attrs in dom.figures.items():  # each figure's own image, by its decoded width in pixels
+        assert int(attrs.get("data-decoded") or 0) > 100, name
     assert "best_at_boundary" in dom.warnings
     assert "<script>alert(1)</script>" in dom.warnings_text
     assert "widen lr" in dom.warnings_text

@@ -113,8 +113,10 @@ def test_status_shows_only_the_current_array_of_this_study(
     trial.datetime_start = datetime.now()
     optuna.load_study(study_name=study, storage=shared.storage).add_trial(trial)
     lines = status_lines(config)
-    assert lines[2] == f"slurm: arrays {older}, {current}: PENDING 6 ({reason}); collector PENDING ({reason})"
-    assert lines[3] == "running (1):" and lines[4].split() == [
+    # A trial that runs is time spent: its hours (a foreign trial: no devices recorded) come before SLURM's.
+    assert lines[2].startswith("trial-hours: ") and " so far" in lines[2]
+    assert lines[3] == f"slurm: arrays {older}, {current}: PENDING 6 ({reason}); collector PENDING ({reason})"
+    assert lines[4] == "running (1):" and lines[5].split() == [
         "trial",
         "epoch",
         "host",
@@ -122,4 +124,4 @@ def test_status_shows_only_the_current_array_of_this_study(
         "running",
         "for",
     ]
-    assert lines[5].split()[:4] == ["0", "1", "n1", f"{older}_1"]
+    assert lines[6].split()[:4] == ["0", "1", "n1", f"{older}_1"]

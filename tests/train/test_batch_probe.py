@@ -113,3 +113,49 @@ def test_real_cuda_probe(tmp_path):
     plan = plan_for_device(model, torch.nn.functional.cross_entropy, sample, **kwargs)
     assert plan.probed and plan.train_batch == 1024
     assert (tmp_path / "batch_probe.json").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_real_cuda_probe_backs_off_from_a_real_out_of_memory(tmp_path):
+    """A requested batch that cannot fit in the memory the process may use: the probe meets a real CUDA
+    out-of-memory, backs off to the largest batch that fits and accumulates gradients up to the request;
+    twice that batch really does not fit."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    fraction = min(0.5, (2 << 30) / total)  # about 2 GiB, whatever the device
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    try:
+        model = torch.nn.Sequential(
+            torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096), torch.nn.ReLU()
+        ).cuda()
+        head = torch.nn.Sequential(model, torch.nn.Linear(4096, 10)).cuda()
+        sample = (torch.randn(16, 4096), torch.randint(0, 10, (16,)))
+        requested = 1 << 17  # ~2 GiB of input alone
+        plan = plan_for_device(
+            head,
+            torch.nn.functional.cross_entropy,
+            sample,
+            requested=requested,
+            eval_requested=2 * requested,
+            device=torch.device("cuda"),
+            policy=PrecisionPolicy(None, False),
+            grad_accum="auto",
+            memory_fraction=fraction,
+            cache_dir=tmp_path,
+        )
+        assert plan.probed and plan.train_batch == requested and 1 <= plan.micro_batch < requested
+        assert plan.accum_steps >= 2 and plan.micro_batch * plan.accum_steps >= requested
+        x = torch.randn(plan.micro_batch, 4096, device="cuda")
+        torch.nn.functional.cross_entropy(
+            head(x), torch.randint(0, 10, (plan.micro_batch,), device="cuda")
+        ).backward()
+        head.zero_grad(set_to_none=True)
+        del x
+        torch.cuda.empty_cache()
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            big = torch.randn(4 * plan.micro_batch, 4096, device="cuda")
+            labels = torch.randint(0, 10, (4 * plan.micro_batch,), device="cuda")
+            torch.nn.functional.cross_entropy(head(big), labels).backward()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()

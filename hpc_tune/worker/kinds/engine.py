@@ -40,6 +40,7 @@ class EngineRunner:
             faults=ctx.faults,
             compile_cache_dir=self.study_dir / "inductor-cache",
             select=(self.config.metric, self.config.direction),
+            on_memory=lambda peak, total: _record_memory(ctx, peak, total),
         )
         if result.interrupted:
             return Outcome(handed_on=True)
@@ -47,3 +48,9 @@ class EngineRunner:
         if result.full_validation:
             ctx.record.set_full_validation(result.full_validation, self.config.metric, self.config.direction)
         return Outcome(value=(ctx.record.best or {}).get(self.config.metric))
+
+
+def _record_memory(ctx: TrialContext, peak: int, total: int) -> None:
+    """The GPU's figures, which only the engine (where torch is) can read: the runner records the process's
+    RSS where they are missing (worker/resources.py)."""
+    ctx.record.peak_memory_bytes, ctx.record.device_memory_bytes = peak, total
