@@ -224,6 +224,40 @@ def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:  # typ
     return bool(predicate())
 
 
+def study_of(cfg: Path, storage: str | None = None):  # type: ignore[no-untyped-def]
+    """The study of config ``cfg`` as the workers see it (its storage, or ``storage``)."""
+    import optuna
+
+    from hpc_tune.config import load_config
+    from hpc_tune.storage.store import open_store
+    from hpc_tune.storage.url import resolve_storage
+
+    loaded = load_config(cfg)
+    spec = resolve_storage(storage or loaded.config.storage, loaded.study_dir)
+    return optuna.load_study(study_name=loaded.config.study, storage=open_store(spec).storage)
+
+
+def running_with_epochs(cfg: Path):  # type: ignore[no-untyped-def]
+    """A probe for the tests that wait for trials at work: called, it returns the RUNNING trials that have
+    reported an epoch, or [] while the study cannot be read yet (not created, or its server starting). The
+    study is opened once, on the first call that finds it."""
+    import optuna
+    from optuna.trial import TrialState
+
+    holder: list[optuna.Study] = []
+
+    def probe() -> list[optuna.trial.FrozenTrial]:
+        try:
+            if not holder:
+                holder.append(study_of(cfg))
+            running = holder[0].get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            return []
+        return [t for t in running if t.intermediate_values]
+
+    return probe
+
+
 # --- an unprivileged user, for the study server (PostgreSQL refuses root) -----------------------------------
 
 TEST_USER = os.environ.get("HPCTUNE_TEST_USER", "hpctune-tester")

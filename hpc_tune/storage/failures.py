@@ -38,12 +38,23 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc) + str(getattr(exc, "__cause__", "") or "")
+
+
 def is_server_full(exc: BaseException) -> bool:
     """The server is up but its connection table is full, or the study server is on its way (starting, or
     requeued at its walltime): either is worth waiting for up to the deadline, where a dead server would be
     given up on after a few attempts."""
-    text = str(getattr(exc, "orig", None) or exc) + str(getattr(exc, "__cause__", "") or "")
+    text = _reason(exc)
     return any(marker in text for marker in ("too many clients", "too many connections", NOT_RUNNING))
+
+
+def is_server_starting(exc: BaseException) -> bool:
+    """The study server has published no address yet: no database was asked, only a file was looked for,
+    so asking again soon costs nothing (a worker that backs off exponentially here starts its first trial
+    seconds after the server could have served it)."""
+    return NOT_RUNNING in _reason(exc)
 
 
 def is_login_refused(reason: str) -> bool:

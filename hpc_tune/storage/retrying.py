@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpc_tune.errors import StorageUnavailableError
 from hpc_tune.storage import idempotent
 from hpc_tune.storage import optuna_adapter as adapter
-from hpc_tune.storage.failures import first_line, is_server_full, is_transient
+from hpc_tune.storage.failures import first_line, is_server_full, is_server_starting, is_transient
 
 if TYPE_CHECKING:
     from optuna.study import FrozenStudy
@@ -52,6 +52,24 @@ class RetryPolicy:
     first_wait_s: float = 0.5
     max_wait_s: float = 8.0
     attempts: int | None = None  # None: until the deadline
+    # While the study server has not published its address: a look at one file, at most this often from
+    # each worker (1000 workers: ~1300 stats a second on the shared file system's metadata server).
+    starting_wait_s: tuple[float, float] = (0.5, 1.0)
+
+
+def retry_wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+    """Tenacity's wait: jittered exponential back-off for a database that failed, a short one while the
+    study server is still on its way (nothing is asked of any server until it has an address)."""
+    backoff = tenacity.wait_random_exponential(multiplier=policy.first_wait_s, max=policy.max_wait_s)
+    starting = tenacity.wait_random(*policy.starting_wait_s)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        failed = state.outcome.exception() if state.outcome is not None else None
+        if failed is not None and is_server_starting(failed):
+            return float(starting(state))
+        return float(backoff(state))
+
+    return wait
 
 
 def retry_transient(
@@ -90,7 +108,7 @@ def retry_transient(
         stop = stop | out_of_attempts
     retrying = tenacity.Retrying(
         stop=stop,
-        wait=tenacity.wait_random_exponential(multiplier=policy.first_wait_s, max=policy.max_wait_s),
+        wait=retry_wait(policy),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=note,
         reraise=True,

@@ -16,13 +16,10 @@ from optuna.trial import TrialState
 
 import hpc_tune
 from hpc_tune.attrs import worker_of
-from hpc_tune.config import load_config
 from hpc_tune.errors import ConfigError, SlurmError
 from hpc_tune.launchers.python_api import Launched, TaskReport, slurm_minutes
 from hpc_tune.policy.budget import budget_state
-from hpc_tune.storage.store import open_store
-from hpc_tune.storage.url import resolve_storage
-from tests.conftest import write_config
+from tests.conftest import study_of, write_config
 from tests.slurm_fixtures import SlurmCluster, wait_for_jobs, wait_until
 from tests.worker.test_fail_fast import broken_task
 
@@ -39,12 +36,6 @@ def _job_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
-
-
-def study_of(cfg: Path, storage: str | None = None) -> optuna.Study:
-    loaded = load_config(cfg)
-    spec = resolve_storage(storage or loaded.config.storage, loaded.study_dir)
-    return optuna.load_study(study_name=loaded.config.study, storage=open_store(spec).storage)
 
 
 def assert_budget(study: optuna.Study, total: int) -> None:

@@ -19,9 +19,7 @@ from hpc_tune.attrs import worker_of
 from hpc_tune.config import load_config
 from hpc_tune.policy.budget import budget_state
 from hpc_tune.slurm import job_name_for, squeue_study
-from hpc_tune.storage.store import open_store
-from hpc_tune.storage.url import resolve_storage
-from tests.conftest import write_config
+from tests.conftest import running_with_epochs, study_of, write_config
 from tests.slurm_fixtures import SlurmCluster, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
@@ -58,12 +56,6 @@ def job_env(secret: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPCTUNE_", "PG"))}
     env.update(PGPASSFILE=secret["passfile"], OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
-
-
-def study_of(cfg: Path) -> optuna.Study:
-    loaded = load_config(cfg)
-    storage = open_store(resolve_storage(loaded.config.storage, loaded.study_dir)).storage
-    return optuna.load_study(study_name=loaded.config.study, storage=storage)
 
 
 def all_study_jobs(study: str) -> list[str]:
@@ -247,18 +239,8 @@ def test_cancel_leaves_no_running_trial(
     env = job_env(pg_secret_db)
     env["HPCTUNE_FAULT"] = "sleep@1:0.5"  # test-only: long trials, so they are running when cancelled
     assert hpctune("submit", "-c", str(cfg), "--array", "0-1", env=env, cwd=tmp_path).returncode == 0
-    holder: list[optuna.Study] = []
-
-    def two_running() -> bool:
-        try:
-            if not holder:
-                holder.append(study_of(cfg))
-            running = holder[0].get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            return False
-        return len(running) == 2 and all(t.intermediate_values for t in running)
-
-    assert wait_until(two_running, timeout=120) is not None
+    at_work = running_with_epochs(cfg)
+    assert wait_until(lambda: len(at_work()) == 2, timeout=120) is not None
     result = hpctune("cancel", "-c", str(cfg), env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("cancelled job(s): ")

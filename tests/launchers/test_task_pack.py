@@ -28,9 +28,7 @@ from hpc_tune.policy.budget import budget_state
 from hpc_tune.preflight import pack_line
 from hpc_tune.slurm.allocation import devices_held
 from hpc_tune.storage.records import read_trials
-from hpc_tune.storage.store import open_store
-from hpc_tune.storage.url import resolve_storage
-from tests.conftest import wait_until, worker_env, write_config
+from tests.conftest import running_with_epochs, study_of, wait_until, worker_env, write_config
 
 # Each epoch sleeps: a trial's time is the task's, not the CPU's, so that two workers finish twice as many
 # trials on a machine whose two cores are busy with the rest of the suite.
@@ -74,27 +72,15 @@ def supervisor(cfg: Path, **env: str) -> subprocess.Popen[str]:
     )
 
 
-def study_of(cfg: Path) -> optuna.Study:
-    loaded = load_config(cfg)
-    storage = open_store(resolve_storage(loaded.config.storage, loaded.study_dir)).storage
-    return optuna.load_study(study_name=loaded.config.study, storage=storage)
-
-
 def test_a_worker_killed_by_a_signal_has_its_trial_failed_and_rerun_and_the_budget_stays_exact(
     tmp_path: Path,
 ) -> None:
     cfg = objective_config(tmp_path, trials=6, slurm={"trials_per_gpu": 2})
     proc = supervisor(cfg, PACK_TEST_SLEEP="0.4")
-    holder: list[optuna.Study] = []
+    at_work = running_with_epochs(cfg)
 
     def victim() -> optuna.trial.FrozenTrial | None:
-        try:
-            if not holder:
-                holder.append(study_of(cfg))
-            running = holder[0].get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            return None
-        return next((t for t in running if t.intermediate_values), None)
+        return next(iter(at_work()), None)
 
     assert wait_until(lambda: victim() is not None, timeout=60)
     target = victim()

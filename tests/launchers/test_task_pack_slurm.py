@@ -19,9 +19,7 @@ from optuna.trial import TrialState
 from hpc_tune.attrs import worker_of
 from hpc_tune.config import load_config
 from hpc_tune.policy.budget import budget_state
-from hpc_tune.storage.store import open_store
-from hpc_tune.storage.url import resolve_storage
-from tests.conftest import write_config
+from tests.conftest import running_with_epochs, study_of, write_config
 from tests.launchers.test_task_pack import OBJECTIVE
 from tests.slurm_fixtures import SlurmCluster, wait_for_jobs, wait_until
 
@@ -82,12 +80,6 @@ def submit_array(
     return cfg, sbatch.stdout.strip().split(";")[0]
 
 
-def study_of(cfg: Path) -> optuna.Study:
-    loaded = load_config(cfg)
-    storage = open_store(resolve_storage(loaded.config.storage, loaded.study_dir)).storage
-    return optuna.load_study(study_name=loaded.config.study, storage=storage)
-
-
 def pids_by_run(trials: list[optuna.trial.FrozenTrial]) -> dict[tuple[int, int], set[int]]:
     """The worker pids that ran trials, by (array task, restart count)."""
     found: dict[tuple[int, int], set[int]] = defaultdict(set)
@@ -120,18 +112,8 @@ def test_walltime_signal_reaches_both_workers_and_the_task_requeues_once(
     tmp_path: Path, slurm_cluster: SlurmCluster, pg_secret_db: dict[str, str]
 ) -> None:
     cfg, array_id = submit_array(tmp_path, pg_secret_db, "0", trials=6, epochs=3, sleep=0.4)
-    holder: list[optuna.Study] = []
-
-    def both_running() -> bool:
-        try:
-            if not holder:
-                holder.append(study_of(cfg))
-            running = holder[0].get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            return False
-        return len([t for t in running if t.intermediate_values]) == 2
-
-    assert wait_until(both_running, timeout=90) is not None
+    at_work = running_with_epochs(cfg)
+    assert wait_until(lambda: len(at_work()) == 2, timeout=90) is not None
     # What SLURM does at --signal=B:USR2@N: signal the batch shell, which exec made the supervisor.
     subprocess.run(["scancel", "--signal=USR2", "--batch", f"{array_id}_0"], check=True)
     wait_for_jobs([array_id], timeout=120)  # a requeued task counts as active until it has run again

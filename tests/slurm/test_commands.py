@@ -342,5 +342,7 @@ def test_slurm_local_is_idempotent(slurm_cluster: SlurmCluster) -> None:
     assert out.returncode == 0, out.stderr
     assert "slurm.conf is up to date" in out.stdout and "already running" in out.stdout
     assert "stopping" not in out.stdout
-    assert out.stdout.rstrip().splitlines()[-1].split()[4] == "idle"  # ends with sinfo
+    # It ends with sinfo, the node up. Not necessarily idle: under `make test` a job of an earlier SLURM test
+    # (a study server winding down, a collector) may still hold CPUs.
+    assert out.stdout.rstrip().splitlines()[-1].split()[4] in ("idle", "mix", "alloc", "allocated")
     assert max_array_size() == DEFAULT_MAX_ARRAY_SIZE

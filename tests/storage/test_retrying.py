@@ -12,13 +12,15 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
+import tenacity
 from optuna.trial import TrialState
 
 from hpc_tune import attrs
 from hpc_tune.errors import StorageUnavailableError
 from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.storage.failures import is_transient
-from hpc_tune.storage.retrying import RetryingStorage, RetryPolicy, retry_transient
+from hpc_tune.storage.retrying import RetryingStorage, RetryPolicy, retry_transient, retry_wait
+from hpc_tune.storage.server.connect import NOT_RUNNING
 from hpc_tune.storage.store import open_store
 from hpc_tune.storage.url import resolve_storage
 
@@ -202,3 +204,23 @@ def test_a_full_connection_table_is_waited_out_beyond_the_attempts() -> None:
     with pytest.raises(sqlalchemy.exc.OperationalError):
         retry_transient(down, RetryPolicy(deadline_s=5, first_wait_s=0.001, max_wait_s=0.002, attempts=2))
     assert len(refused) == 2
+
+
+def test_a_study_server_on_its_way_is_looked_for_soon_not_backed_off_from() -> None:
+    """A worker started before the study server has its address asks again within a second, however often it
+    already asked; a database that failed is backed off from as before (the wait's values, no timing)."""
+    policy = RetryPolicy(first_wait_s=0.5, max_wait_s=8.0)
+    wait = retry_wait(policy)
+
+    def state_after(failure: Exception, attempt: int) -> tenacity.RetryCallState:
+        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+        state.attempt_number = attempt
+        state.set_exception((type(failure), failure, None))
+        return state
+
+    starting = _blip(f"{NOT_RUNNING}: no address.json")
+    refused = _blip("connection refused")
+    late = [wait(state_after(starting, 12)) for _ in range(50)]
+    assert all(0.5 <= w <= 1.0 for w in late)
+    backed_off = [wait(state_after(refused, 12)) for _ in range(200)]
+    assert all(0 <= w <= 8.0 for w in backed_off) and max(backed_off) > 1.0
