@@ -28,10 +28,42 @@ from tests.storage.test_server import OBJECTIVE, wheel
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
 
 
+# The plain objective, except that trials from number ``hold_from`` on wait after their first epoch until the
+# test creates ``release`` beside it: what happens to the servers then happens while the study is surely
+# mid-way, however slowly the machine runs.
+HELD = """\
+import pathlib
+import time
+
+
+def objective(trial):
+    x = trial.suggest_float("x", 0.0, 1.0)
+    release = pathlib.Path(__file__).with_name("release")
+    for epoch in range(1, {epochs} + 1):
+        time.sleep({sleep})
+        trial.report(x * epoch, epoch)
+        while trial.number >= {hold_from} and not release.exists():
+            time.sleep(0.5)
+    return x
+"""
+
+
 def write_study(
-    user: StudyUser, name: str, *, trials: int, epochs: int, sleep: float, server_time: str
+    user: StudyUser,
+    name: str,
+    *,
+    trials: int,
+    epochs: int,
+    sleep: float,
+    server_time: str,
+    hold_from: int | None = None,
 ) -> Path:
-    (user.home / "objective.py").write_text(OBJECTIVE.format(epochs=epochs, sleep=sleep))
+    objective = (
+        OBJECTIVE.format(epochs=epochs, sleep=sleep)
+        if hold_from is None
+        else HELD.format(epochs=epochs, sleep=sleep, hold_from=hold_from)
+    )
+    (user.home / "objective.py").write_text(objective)
     activate = Path(sys.executable).parent / "activate"
     config = {
         "study": name,
@@ -144,7 +176,7 @@ def test_by_hand_and_a_killed_server_resubmitted_loses_nothing_and_a_second_serv
     tester: StudyUser, slurm_cluster: SlurmCluster
 ) -> None:
     name = "hand-" + tester.home.name[-6:].lower().replace("_", "-")
-    cfg = write_study(tester, name, trials=16, epochs=4, sleep=1.5, server_time="10")
+    cfg = write_study(tester, name, trials=16, epochs=4, sleep=1.5, server_time="10", hold_from=4)
     assert tester.run("hpctune", "render", "-c", str(cfg), "--array", "0-3").returncode == 0
     assert [p.name for p in (tester.home / "jobs").glob("*.sh")] == [f"{name}.sh"]  # the server's script
     typed = tester.run("bash", "-c", "sbatch jobs/*.sh")
@@ -172,9 +204,17 @@ def test_by_hand_and_a_killed_server_resubmitted_loses_nothing_and_a_second_serv
     again = tester.run("bash", "-c", f"sbatch jobs/{name}.sh")
     assert again.returncode == 0, again.stderr
     second = again.stdout.split()[-1]
+    logs = load_config(cfg).study_dir / "logs"
+    second_log = logs / f"server-{second}.out"
+    wait_until(
+        lambda: second_log.is_file() and f"study server of {name} on " in second_log.read_text(),
+        timeout=180,
+        poll=1.0,
+    )
+    assert complete_trials(cfg) < 16  # the held trials: the array is still there to be found
+    (tester.home / "release").touch()
     wait_for_all_jobs(tester, name, timeout=420)
     check_nothing_lost(cfg, total=16, epochs=4)
-    logs = load_config(cfg).study_dir / "logs"
     assert "submitted the worker array" in (logs / f"server-{first}.out").read_text()
     assert "submitted the worker array" not in (logs / f"server-{second}.out").read_text()
     assert len(list(logs.glob("collect-*.out"))) == 1
