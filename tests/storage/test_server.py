@@ -257,6 +257,44 @@ def test_a_worker_started_before_the_server_waits_for_it(tester: StudyUser) -> N
     ok(tester.run("hpctune", "server", "stop", "-c", str(cfg)))
 
 
+# A command's own process: it is served while the study's server, already asked to stop, goes away.
+SERVED_WHILE_IT_STOPS = """\
+import sys
+import time
+from pathlib import Path
+
+from hpc_tune.config import load_config
+from hpc_tune.storage.server import postmaster
+from hpc_tune.storage.server.files import ServerFiles
+from hpc_tune.storage.server.service import running_address, serving
+
+loaded = load_config(sys.argv[1])
+files = ServerFiles(loaded.server_dir)
+first = running_address(loaded)
+files.request_stop()  # as the collector job does once it has collected
+with serving(loaded) as address:
+    stat = Path(f"/proc/{first.pid}/stat")
+    while stat.exists() and stat.read_text().split(") ")[-1][0] != "Z":
+        time.sleep(0.1)  # until the first server has gone (or is a zombie nobody reaps)
+    postmaster.connect(address.host, address.port, files, dbname="postgres", timeout_s=5).close()
+    print("served by", "another" if address.pid != first.pid else "the stopping", "server")
+"""
+
+
+def test_a_command_is_not_served_by_a_server_on_its_way_out(tester: StudyUser) -> None:
+    """The race of `hpctune collect` typed right after the array, while the collector's stop request winds
+    the server down: the command waits for that server to end and is served by one of its own."""
+    cfg = server_study(tester)
+    ok(tester.run("hpctune", "server", "start", "-c", str(cfg)))
+    script = tester.home / "served.py"
+    script.write_text(SERVED_WHILE_IT_STOPS)
+    tester.own(script)
+    out = tester.run(sys.executable, str(script), str(cfg), timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout == "served by another server\n"
+    assert ": not running (its data is there" in ok(tester.run("hpctune", "server", "status", "-c", str(cfg)))
+
+
 def test_as_root_the_server_is_one_error_line(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root is refused (tests run as root in CI)")

@@ -49,6 +49,8 @@ DEFAULT_MAX_CONNECTIONS = 100
 IDLE_POLLS = 3
 STARTUP_GRACE_S = 120.0
 DETACHED_START_TIMEOUT_S = 120.0
+# A server asked to stop notices within POLL_S, then shuts PostgreSQL down (a checkpoint) and its job ends.
+STOPPING_WAIT_S = 120.0
 
 
 def server_job_name(study: str) -> str:
@@ -359,12 +361,46 @@ def running_address(loaded: LoadedConfig) -> Address | None:
     return address if address is not None and _answers(address, files) else None
 
 
+def _on_its_way_out(loaded: LoadedConfig, address: Address) -> bool:
+    """A running server that will stop within moments by its own rule (``_StopRule``): asked to stop, and
+    for a server job, no array task of the study left for it to serve (squeue not answering: not known, so
+    it is taken as staying)."""
+    if not ServerFiles(loaded.server_dir).stop_request.is_file():
+        return False
+    if address.job_id is None:
+        return True
+    try:
+        tasks = squeue_study(job_name_for(loaded.config.study))
+    except SlurmError:
+        return False
+    return not any(t.active and t.is_array_task for t in tasks)
+
+
+def _wait_until_gone(loaded: LoadedConfig, address: Address) -> None:
+    files = ServerFiles(loaded.server_dir)
+    deadline = time.monotonic() + STOPPING_WAIT_S
+    while holder(files, loaded.config.study) is not None:
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"the study server at {address.where()} was asked to stop but did not stop in "
+                f"{STOPPING_WAIT_S:.0f} s",
+                files.root,
+            )
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def serving(loaded: LoadedConfig, *, workers: int | None = None) -> Iterator[Address]:
     """A server for the time a command needs it (``collect``, ``status``, ``next``, ``rerun-top``,
     ``dashboard``, ``export``, ``run --local``): the running one, else one started here (its own process)
     and stopped after the block."""
     running = running_address(loaded)
+    if running is not None and _on_its_way_out(loaded, running):
+        # Right after the array a user's `collect` would otherwise be served by a server that the collector
+        # job has just asked to stop, and lose it half-way: wait until it has gone, then start one here.
+        log.info("the study server at %s is stopping; waiting for it to end", running.where())
+        _wait_until_gone(loaded, running)
+        running = None
     if running is not None:
         yield running
         return
