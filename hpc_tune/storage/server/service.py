@@ -33,7 +33,7 @@ from pathlib import Path
 
 from hpc_tune.config import LoadedConfig
 from hpc_tune.errors import SlurmError, StorageError
-from hpc_tune.slurm import SlurmEnv, job_name_for, requeue_own_task, squeue_study
+from hpc_tune.slurm import SlurmEnv, TaskState, job_name_for, requeue_own_task, squeue_study
 from hpc_tune.storage.connections import peak_connections
 from hpc_tune.storage.server import postmaster
 from hpc_tune.storage.server.binaries import find_binaries
@@ -214,10 +214,15 @@ class _StopRule:
         except SlurmError as exc:
             log.warning("squeue did not answer (%s): the server keeps running", exc.what)
             return False
-        if self.files.stop_request.is_file() and not any(t.is_array_task for t in jobs):
+        if self.files.stop_request.is_file() and not _array_task_among(jobs):
             return True
         self.idle = 0 if jobs else self.idle + 1
         return self.idle >= IDLE_POLLS and time.monotonic() - self.started > STARTUP_GRACE_S
+
+
+def _array_task_among(active: list[TaskState]) -> bool:
+    """Whether a server job still has workers to serve: the half of its stop rule that squeue answers."""
+    return any(t.is_array_task for t in active)
 
 
 def serve(
@@ -370,10 +375,10 @@ def _on_its_way_out(loaded: LoadedConfig, address: Address) -> bool:
     if address.job_id is None:
         return True
     try:
-        tasks = squeue_study(job_name_for(loaded.config.study))
+        tasks = [t for t in squeue_study(job_name_for(loaded.config.study)) if t.active]
     except SlurmError:
         return False
-    return not any(t.active and t.is_array_task for t in tasks)
+    return not _array_task_among(tasks)
 
 
 def _wait_until_gone(loaded: LoadedConfig, address: Address) -> None:
