@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpc_tune import attrs
 from hpc_tune.collector.summary import DeviceHours, TrialRow
 from hpc_tune.policy.ranking import ranked_trials
+from hpc_tune.slurm.allocation import device_share
 from hpc_tune.storage.timelines import WorkerTimeline
 
 NEAR_BEST = 0.01  # "within 1 % of the final best"
@@ -110,8 +111,10 @@ def _allocation(timelines: Sequence[WorkerTimeline]) -> dict[str, Any]:
     """Allocated and idle hours from the workers' own timelines (none: nothing is said)."""
     allocated, idle = 0.0, {}
     for timeline in timelines:
-        count = timeline.devices.get("count")
-        if not timeline.segments or not isinstance(count, int) or count <= 0:
+        # A worker of a task that runs several (slurm.trials_per_gpu) holds its share: the task's GPUs are
+        # billed once, not once per worker.
+        count = device_share(timeline.devices)
+        if not timeline.segments or count is None:
             continue
         allocated += (timeline.segments[-1].end - timeline.segments[0].start) * count / 3600
         for segment in timeline.segments:

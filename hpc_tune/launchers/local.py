@@ -51,14 +51,16 @@ class WorkerProcess:
     log: Path
 
 
-def spawn_worker(loaded: LoadedConfig, index: int, env: Mapping[str, str], log: Path) -> WorkerProcess:
+def spawn_worker(
+    loaded: LoadedConfig, index: int, env: Mapping[str, str], log: Path, pass_fds: tuple[int, ...] = ()
+) -> WorkerProcess:
     """``python -m hpc_tune worker --worker-index INDEX``, its output appended to ``log``; ``env`` carries the
-    storage URL (launchers/environment.py), never its argv."""
+    storage URL (launchers/environment.py), never its argv; ``pass_fds``: a pack worker's gate."""
     log.parent.mkdir(parents=True, exist_ok=True)
     assert loaded.path is not None
     cmd = [sys.executable, "-m", "hpc_tune", "worker", "-c", str(loaded.path), "--worker-index", str(index)]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(env))
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(env), pass_fds=pass_fds)
     return WorkerProcess(index, proc, log)
 
 

@@ -19,7 +19,8 @@ reuses).
 - a worker killed by a signal: its trials are failed and re-run at once, and a replacement starts;
 - the exit code: 0 when every worker ended normally, 143 when the task was interrupted, else the first failed
   worker's code with its ``Error:`` line (WorkerFailedError);
-- CUDA MPS: launchers/mps.py; ``auto``: launchers/pack_auto.py.
+- ``auto`` changes the size by starting the new size's workers behind a gate while the old ones finish
+  (``_resize``; launchers/pack_auto.py measures); CUDA MPS: launchers/mps.py.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from hpc_tune.launchers.environment import pack_worker_environment
 from hpc_tune.launchers.local import WorkerProcess, first_error_line, recover_killed, spawn_worker
 from hpc_tune.launchers.mps import Mps, start_mps
 from hpc_tune.launchers.pack_auto import AutoSizer
+from hpc_tune.launchers.pack_gate import SizeChange
 from hpc_tune.policy.budget import budget_state
 from hpc_tune.policy.shared_study import open_study
 from hpc_tune.slurm.allocation import cores_held, devices_held, memory_held
@@ -105,6 +107,41 @@ class PackReport:
     def exit_code(self) -> int:
         return EXIT_INTERRUPTED if self.interrupted_by is not None else 0
 
+    def raise_for_failures(self) -> None:
+        if not self.failed or self.interrupted_by is not None:
+            return
+        why = first_error_line(self.logs) or f"exit codes {self.failed}"
+        # The worker's line already names where; its log's path was said when it started.
+        raise WorkerFailedError(f"a worker of the task failed: {why}", exit_code=self.failed[0])
+
+
+def task_name(slurm: SlurmEnv) -> str:
+    """What the task's worker logs and MPS folder are named after."""
+    if slurm.in_array:
+        restart = f".r{slurm.restart_count}" if slurm.restart_count else ""
+        return f"array-{slurm.array_job_id}_{slurm.array_task_id}{restart}"
+    return f"pack-{os.getpid()}"
+
+
+def study_workers(environ: Mapping[str, str], per_task: int) -> int:
+    """Workers of the whole study, for the connection pool's choice (storage/connections.py)."""
+    tasks = environ.get("SLURM_ARRAY_TASK_COUNT", "").strip()
+    return (int(tasks) if tasks.isdigit() and int(tasks) > 0 else 1) * per_task
+
+
+def requeue_once(
+    report: PackReport, slurm: SlurmEnv, budget_used: Callable[[], bool], say: Callable[[str], None]
+) -> None:
+    """After every worker has exited: the task again, once, when the walltime (or an admission) wants it."""
+    wanted = report.walltime or report.requeue_asked
+    if not wanted or report.interrupted_by is not None or slurm.array_task_id is None:
+        return
+    if budget_used():
+        say("walltime: the study's budget is used; not requeued")
+        return
+    report.requeued = requeue_own_task(slurm)
+    say(f"requeued {report.requeued}")
+
 
 class TaskPack:
     def __init__(
@@ -134,40 +171,39 @@ class TaskPack:
         self.generation: dict[int, int] = {}  # how often each slot started
         self.slot_of: dict[int, int] = {}  # by pid
         self.draining: set[int] = set()  # pids told to stop after their trial (a new size)
-        self.pending: int | None = None  # the size to start once the drained workers are gone
+        self.change: SizeChange | None = None  # from a resize until the new size runs
         self.mps = Mps("off")
 
     # ------------------------------------------------------------------------------------------- the loop
     def run(self) -> PackReport:
-        self.mps = start_mps(self.devices, self.environ, self._name())
+        self.mps = start_mps(self.devices, self.environ, task_name(self.slurm))
         self.report.mps = self.mps.state
         self.say(f"MPS {self.mps.state}")
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _FORWARDED}
         try:
             self._start(self.sizer.start() if self.sizer is not None else self.size)
-            while self.children or self.pending is not None:
+            while self.children:
                 time.sleep(POLL_S)
                 self._reap()
-                if self.sizer is not None and self.pending is None and not self._stopping():
+                if self.sizer is not None and self.change is None and not self._stopping():
                     step = self.sizer.poll()
                     if step is not None and step.n != self.size:
                         self._resize(step.n)
-                if self.pending is not None and not self.children:
-                    size, self.pending = self.pending, None
-                    if not self._stopping() and not self._budget_used():
-                        self._start(size)
+                if self.change is not None:
+                    self._change_size(self.change)
         except BaseException:
             self._terminate()
             raise
         finally:
+            self._open_gate()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.mps.quit(self.environ)
         if self.sizer is not None:
             self.sizer.conclude("the walltime came" if self.report.walltime else "the budget was used")
             self.report.choice = self.sizer.choice
-        self._requeue_once()
-        self._raise_for_failures()
+        requeue_once(self.report, self.slurm, self._budget_used, self.say)
+        self.report.raise_for_failures()
         return self.report
 
     def _stopping(self) -> bool:
@@ -180,10 +216,8 @@ class TaskPack:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGUSR2:
             self.report.walltime = True
-            self.pending = None
         else:
             self.report.interrupted_by = signum
-            self.pending = None
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -191,16 +225,17 @@ class TaskPack:
     # ------------------------------------------------------------------------------------------- workers
     def _start(self, size: int) -> None:
         self.size = self.report.size = size
-        for slot in range(size):
-            self._spawn(slot)
+        started = [c for c in (self._spawn(slot) for slot in range(size)) if c is not None]
         if self.sizer is not None:
-            self.sizer.begin(size, list(self.children))
+            self.sizer.begin(size, [c.proc.pid for c in started])
         self.say(
             f"{size} worker(s) share this task's {self.devices.count} {self.devices.kind.upper()}(s); logs: "
-            + ", ".join(str(c.log) for c in self.children.values())
+            + ", ".join(str(c.log) for c in started)
         )
 
-    def _spawn(self, slot: int) -> WorkerProcess:
+    def _spawn(self, slot: int) -> WorkerProcess | None:
+        """Worker ``slot`` of the current size, behind the gate while one is closed; None once a signal
+        has come (it would not reach a worker started after it was forwarded)."""
         generation = self.generation.get(slot, -1) + 1
         self.generation[slot] = generation
         index = (self.slurm.global_task_id or 0) * self.stride + slot + GENERATION_STRIDE * generation
@@ -211,17 +246,23 @@ class TaskPack:
                 self.size,
                 self.storage_url,
                 env,
-                study_workers=self._study_workers(),
+                study_workers=study_workers(self.environ, self.stride),
                 cores=self.cores,
             )
         )
+        gate: tuple[int, ...] = ()
+        if self.change is not None:
+            added, gate = self.change.for_worker()
+            env.update(added)
         suffix = "" if generation == 0 else f".{generation}"
-        log_path = self.loaded.study_dir / "logs" / f"{self._name()}.slot{slot}{suffix}.log"
+        log_path = self.loaded.study_dir / "logs" / f"{task_name(self.slurm)}.slot{slot}{suffix}.log"
         # Blocked across the fork: a signal in that moment is handled (and forwarded) once the worker is
         # known; the worker unblocks them once its own handlers are in place.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
         try:
-            child = spawn_worker(self.loaded, index, env, log_path)
+            if self._stopping():
+                return None
+            child = spawn_worker(self.loaded, index, env, log_path, pass_fds=gate)
             self.children[child.proc.pid] = child
             self.slot_of[child.proc.pid] = slot
         finally:
@@ -244,23 +285,54 @@ class TaskPack:
             if code >= 0:
                 continue
             self.report.recovered_trials += recover_killed(self.shared, self.loaded, pid)
-            if drained or self._stopping() or self.report.replacements >= 2 * self.stride:
+            # Its size is being replaced by the next one.
+            ending = drained or (self.change is not None and pid in self.change.previous)
+            if ending or self._stopping() or self.report.replacements >= 2 * self.stride:
                 continue
             if not self._budget_used():
                 self.report.replacements += 1
                 replacement = self._spawn(self.slot_of[pid])
-                if self.sizer is not None:
+                if self.sizer is not None and replacement is not None:
                     self.sizer.add(replacement.proc.pid)
 
     def _resize(self, size: int) -> None:
-        """Every worker finishes (or hands on) its trial, then ``size`` fresh ones start: each size is
-        measured on workers that all have its share of threads and memory."""
-        self.say(f"{self.size} -> {size} worker(s): the current ones stop after their trial")
-        self.pending = size
-        for pid in list(self.children):
+        """``size`` fresh workers start behind a gate while the current ones finish: each size is measured
+        alone, on workers with its share of threads and memory. Why the current ones go on until the new ones
+        are ready on a GPU, and end after their trial at once on a CPU: launchers/pack_gate.py."""
+        on_gpu = self.devices.kind == "gpu"
+        self.change = SizeChange(self.children, wait_for_ready=on_gpu)
+        if on_gpu:
+            self.say(f"{self.size} -> {size} worker(s): the new ones start while the current ones go on")
+        else:
+            self.say(
+                f"{self.size} -> {size} worker(s): the new ones start, the current ones end after their trial"
+            )
+            self._drain(self.change.previous)
+        self._start(size)
+
+    def _change_size(self, change: SizeChange) -> None:
+        """Once every new worker is ready, the previous ones end after their trial; once they are gone, or
+        a signal came (the waiting workers have it: they see it before any trial), the gate opens."""
+        if change.ready is not None and not self._stopping():
+            if not change.all_ready(self.children):
+                return
+            if change.previous & self.children.keys():
+                self.say("the new worker(s) are ready: the current ones end after their trial")
+            self._drain(change.previous)
+            return
+        if self._stopping() or not self.draining & self.children.keys():
+            self._open_gate()
+
+    def _drain(self, pids: set[int]) -> None:
+        for pid in pids & self.children.keys():
             self.draining.add(pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR2)
+
+    def _open_gate(self) -> None:
+        if self.change is not None:
+            self.change.close()
+            self.change = None
 
     def _terminate(self) -> None:
         for pid in list(self.children):
@@ -269,36 +341,6 @@ class TaskPack:
         for child in list(self.children.values()):
             self.report.exit_codes.append(child.proc.wait())
         self.children.clear()
-
-    # ------------------------------------------------------------------------------------------- the end
-    def _requeue_once(self) -> None:
-        wanted = self.report.walltime or self.report.requeue_asked
-        if not wanted or self.report.interrupted_by is not None or self.slurm.array_task_id is None:
-            return
-        if self._budget_used():
-            self.say("walltime: the study's budget is used; not requeued")
-            return
-        self.report.requeued = requeue_own_task(self.slurm)
-        self.say(f"requeued {self.report.requeued}")
-
-    def _raise_for_failures(self) -> None:
-        if not self.report.failed or self.report.interrupted_by is not None:
-            return
-        why = first_error_line(self.report.logs) or f"exit codes {self.report.failed}"
-        # The worker's line already names where; its log's path was said when it started.
-        raise WorkerFailedError(f"a worker of the task failed: {why}", exit_code=self.report.failed[0])
-
-    def _name(self) -> str:
-        if self.slurm.in_array:
-            return f"array-{self.slurm.array_job_id}_{self.slurm.array_task_id}" + (
-                f".r{self.slurm.restart_count}" if self.slurm.restart_count else ""
-            )
-        return f"pack-{os.getpid()}"
-
-    def _study_workers(self) -> int:
-        """Workers of the whole study, for the connection pool's choice (storage/connections.py)."""
-        tasks = self.environ.get("SLURM_ARRAY_TASK_COUNT", "").strip()
-        return (int(tasks) if tasks.isdigit() and int(tasks) > 0 else 1) * self.stride
 
 
 def run_pack(

@@ -66,6 +66,16 @@ def devices_held(environ: Mapping[str, str] | None = None) -> Devices:
     return Devices("cpu", _cpu_count())
 
 
+def device_share(devices: Mapping[str, Any] | None) -> float | None:
+    """What one worker (and its trial) holds of its task's devices, as recorded with them: the task's count,
+    divided among the ``shared_by`` workers of ``slurm.trials_per_gpu`` (the task bills its GPUs once)."""
+    count = (devices or {}).get("count")
+    if not isinstance(count, int) or count <= 0:
+        return None
+    shared = (devices or {}).get("shared_by", 1)
+    return count / shared if isinstance(shared, int) and shared > 0 else float(count)
+
+
 @dataclass(frozen=True)
 class MemoryHeld:
     """The host memory a task may use, and where that figure came from (said in the ``auto`` choice)."""

@@ -54,6 +54,9 @@ class WorkerTimeline:
     slurm: dict[str, Any]
     devices: dict[str, Any]  # hpc_tune.slurm.allocation.Devices as JSON
     segments: list[Segment] = field(default_factory=list)
+    # A worker started behind a pack's gate (launchers/task_pack.py): when it started, though its segments
+    # begin when the gate opened (until then the task's devices were the previous workers').
+    started_ahead_at: float | None = None
     path: Path | None = field(default=None, repr=False, compare=False)
 
     def begin(self, activity: str, trial: int | None = None, *, at: float | None = None) -> None:
@@ -92,7 +95,12 @@ def read_timelines(study_dir: Path) -> list[WorkerTimeline]:
             segments = [Segment(**s) for s in data["segments"]]
             found.append(
                 WorkerTimeline(
-                    str(data["host"]), int(data["pid"]), dict(data["slurm"]), dict(data["devices"]), segments
+                    str(data["host"]),
+                    int(data["pid"]),
+                    dict(data["slurm"]),
+                    dict(data["devices"]),
+                    segments,
+                    data.get("started_ahead_at"),
                 )
             )
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):

@@ -35,7 +35,7 @@ from hpc_tune.tasks.base import load_task
 from hpc_tune.train.faults import parse_faults
 from hpc_tune.worker.admission import WalltimeAdmission
 from hpc_tune.worker.kinds.objective import asks_for_its_parameters
-from hpc_tune.worker.resources import shared_devices
+from hpc_tune.worker.resources import shared_devices, wait_at_pack_gate
 from hpc_tune.worker.runner import WALLTIME, TrialRunner, interrupted_reason
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
 from hpc_tune.worker.trial_source import TrialSource
@@ -157,6 +157,11 @@ class Worker:
         report = WorkerReport()
         with self.guard.installed():
             try:
+                if wait_at_pack_gate(self.environ):
+                    # Until now the task's devices ran the previous size's last trials: this worker's share
+                    # of them starts here, as its first wait for a trial.
+                    self.timeline.started_ahead_at = self.timeline.segments[0].start
+                    self.timeline.segments.clear()
                 while True:
                     if self.max_trials is not None and report.trials_run >= self.max_trials:
                         report.stopped_by = "max_trials"

@@ -14,7 +14,9 @@ read through the module it loaded, never by importing it here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 PACK_SLOT_ENV = "HPCTUNE_PACK_SLOT"
 PACK_SIZE_ENV = "HPCTUNE_PACK_SIZE"
+# For a worker started while the workers of the task's previous size still run: the read end of the pipe it
+# waits on, and the write end of the one it says it is ready on (file descriptors).
+PACK_GATE_ENV = "HPCTUNE_PACK_GATE"
+PACK_READY_ENV = "HPCTUNE_PACK_READY"
 
 
 def pack_size(environ: Mapping[str, str]) -> int:
@@ -33,19 +39,41 @@ def pack_size(environ: Mapping[str, str]) -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
+def wait_at_pack_gate(environ: Mapping[str, str]) -> bool:
+    """Say this worker is ready, then wait until the supervisor opens its gate; whether it had one.
+
+    ``trials_per_gpu: auto`` starts the next size's workers while the previous ones go on taking trials, so
+    that the new ones' start-up (the interpreter, the imports, opening the study: seconds) does not leave the
+    devices idle. Once every new worker is ready, the old ones finish their trials and exit, and then the
+    gate opens (the supervisor closes the pipe's other end): each size is measured alone. A signal meanwhile
+    is handled as usual: SIGTERM raises, and after USR2 the supervisor opens the gate, so that the worker
+    sees the walltime before it asks for a trial.
+    """
+    gate, ready = (environ.get(key, "").strip() for key in (PACK_GATE_ENV, PACK_READY_ENV))
+    if not gate.isdigit():
+        return False
+    try:
+        if ready.isdigit():
+            with contextlib.suppress(OSError):  # the supervisor is gone: nobody waits for the news
+                os.write(int(ready), f"{os.getpid()}\n".encode())
+            with contextlib.suppress(OSError):
+                os.close(int(ready))
+        while os.read(int(gate), 64):
+            pass
+    except OSError as exc:  # not our pipe (a variable inherited by hand): nothing to wait for
+        log.debug("pack gate %s: %s", gate, exc)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(int(gate))
+        for key in (PACK_GATE_ENV, PACK_READY_ENV):  # closed: a trial's own processes have no gate
+            os.environ.pop(key, None)
+    return True
+
+
 def shared_devices(devices: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """The task's devices as one worker's trials hold them: with ``shared_by`` when several share them."""
     n = pack_size(environ)
     return devices if n == 1 else {**devices, "shared_by": n}
-
-
-def device_share(devices: Mapping[str, Any] | None) -> float | None:
-    """The devices one trial holds while it runs (GPUs, else cores): the task's, divided among its workers."""
-    count = (devices or {}).get("count")
-    if not isinstance(count, int) or count <= 0:
-        return None
-    shared = (devices or {}).get("shared_by", 1)
-    return count / shared if isinstance(shared, int) and shared > 0 else float(count)
 
 
 def process_peak_memory() -> int | None:

@@ -34,6 +34,7 @@ from hpc_tune.policy.ranking import is_promoted
 from hpc_tune.policy.reruns import HandOn, checkpoint_path, enqueue_rerun, seed_of
 from hpc_tune.policy.shared_study import SharedStudy
 from hpc_tune.policy.suggest import suggest
+from hpc_tune.slurm.allocation import device_share
 from hpc_tune.storage import optuna_adapter as adapter
 from hpc_tune.storage.heartbeat import TrialHeartbeat
 from hpc_tune.storage.lock import LockLost
@@ -44,7 +45,7 @@ from hpc_tune.worker.epochs import epoch_reporter, resume_from_checkpoint, save_
 from hpc_tune.worker.kinds import task_runner_for
 from hpc_tune.worker.kinds.base import TrialContext
 from hpc_tune.worker.kinds.objective import asks_for_its_parameters
-from hpc_tune.worker.resources import device_share, fill_peak_memory
+from hpc_tune.worker.resources import fill_peak_memory
 from hpc_tune.worker.signals import SignalGuard, WorkerInterrupted
 
 log = logging.getLogger(__name__)

@@ -113,12 +113,18 @@ def complete_trials(cfg: Path) -> int:
     """COMPLETE trials now, read from here while the server runs (as root, through the study's own
     address.json and password file); 0 while it is starting or away (one quick try, no waiting)."""
     loaded = load_config(cfg)
+    storage = None
     try:
         storage = open_store(spec_of(loaded), attempts=1, retry_deadline_s=2).storage
         study = optuna.load_study(study_name=loaded.config.study, storage=storage)
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     except Exception:  # noqa: BLE001 - the server may be starting, or the study not yet created
         return 0
+    finally:
+        # Polled every second: an engine left to the garbage collector keeps its connection, and enough
+        # of them fill the study server's max_connections (sized for the array) before the workers' own.
+        if storage is not None and storage.engine is not None:
+            storage.engine.dispose()
 
 
 def check_nothing_lost(cfg: Path, total: int, epochs: int) -> None:

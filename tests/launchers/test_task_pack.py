@@ -7,11 +7,14 @@ No GPU is lent to these tests: a task "holds a GPU" here only where a test says 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -25,20 +28,38 @@ from hpc_tune.launchers.environment import pack_worker_environment
 from hpc_tune.launchers.mps import start_mps
 from hpc_tune.launchers.task_pack import as_pack_worker, packs
 from hpc_tune.policy.budget import budget_state
+from hpc_tune.policy.pack_size import CUDA_CONTEXT_BYTES
 from hpc_tune.preflight import pack_line
 from hpc_tune.slurm.allocation import devices_held
 from hpc_tune.storage.records import read_trials
+from hpc_tune.storage.timelines import read_timelines
 from tests.conftest import running_with_epochs, study_of, wait_until, worker_env, write_config
 
 # Each epoch sleeps: a trial's time is the task's, not the CPU's, so that two workers finish twice as many
 # trials on a machine whose two cores are busy with the rest of the suite.
 OBJECTIVE = """
-import os, time
+import os, sys, time, types
+
+if os.environ.get("PACK_TEST_FAKE_GPU"):
+    # No GPU is lent to these tests: a stand-in for the torch.cuda of an objective that used one, whose
+    # trials peak at 1 GiB of an 80 GiB device (what the worker reads of a loaded torch).
+    cuda = types.SimpleNamespace(
+        is_initialized=lambda: True,
+        current_device=lambda: 0,
+        max_memory_reserved=lambda device: 2**30,
+        get_device_properties=lambda device: types.SimpleNamespace(total_memory=80 * 2**30),
+        reset_peak_memory_stats=lambda device: None,
+    )
+    sys.modules.setdefault("torch", types.SimpleNamespace(cuda=cuda))
 
 def objective(trial):
     x = trial.suggest_float("x", 0.0, 1.0)
     if os.environ.get("PACK_TEST_RAISE"):
         raise ValueError("broken on purpose")
+    # A size-1 worker of auto holds its third trial until the test lets it go.
+    hold = os.environ.get("PACK_TEST_HOLD")
+    while hold and trial.number >= 2 and os.environ["HPCTUNE_PACK_SIZE"] == "1" and not os.path.exists(hold):
+        time.sleep(0.05)
     for epoch in range(1, 4):
         time.sleep(float(os.environ.get("PACK_TEST_SLEEP", "0.1")))
         trial.report(x, epoch)
@@ -72,6 +93,40 @@ def supervisor(cfg: Path, **env: str) -> subprocess.Popen[str]:
     )
 
 
+class Output:
+    """A process's output read as it comes, so that a test can act when a line appears."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")))
+        self._thread.start()
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def text(self) -> str:
+        self._thread.join(timeout=60)
+        return "".join(self.lines)
+
+
+def run_held(cfg: Path, until: str, *, usr2: bool = False, **env: str) -> tuple[int, str]:
+    """Run the supervisor with its size-1 worker's third trial held (see OBJECTIVE) until ``until`` is in
+    its output, then (after a USR2 to it, with ``usr2``) let the trial go; its exit code and output."""
+    hold = cfg.parent / "release"
+    proc = supervisor(cfg, **env, PACK_TEST_HOLD=str(hold))
+    output = Output(proc)
+    try:
+        assert wait_until(lambda: output.has(until), timeout=60), output.text()
+        if usr2:
+            proc.send_signal(signal.SIGUSR2)
+        hold.touch()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, output.text()
+
+
 def test_a_worker_killed_by_a_signal_has_its_trial_failed_and_rerun_and_the_budget_stays_exact(
     tmp_path: Path,
 ) -> None:
@@ -100,12 +155,17 @@ def test_a_worker_killed_by_a_signal_has_its_trial_failed_and_rerun_and_the_budg
 
 
 def test_auto_on_cpu_measures_one_then_two_workers_and_records_the_choice(tmp_path: Path) -> None:
+    """The 2 new workers start while the size-1 one finishes its third trial (held until they have
+    started), behind a gate that opens once it is gone: then they run (and are measured) alone."""
     cfg = objective_config(tmp_path, trials=12, slurm={"trials_per_gpu": "auto"})
     # The task's cores, as SLURM says them: the cap of auto on a CPU (this machine has 2).
-    proc = supervisor(cfg, SLURM_CPUS_PER_TASK="2", PACK_TEST_SLEEP="0.1")
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, out
+    began = time.time()
+    code, out = run_held(cfg, "2 worker(s) share this task's", SLURM_CPUS_PER_TASK="2", PACK_TEST_SLEEP="0.1")
+    ended = time.time()
+    assert code == 0, out
     assert "trials_per_gpu auto: measuring 1 worker" in out and "1 -> 2 worker(s)" in out
+    assert "the new ones start, the current ones end after their trial" in out
+    assert "are ready" not in out  # on a CPU task the old ones do not wait for them (see _resize)
     study = study_of(cfg)
     choice = study.user_attrs[TRIALS_PER_GPU]
     assert choice["n"] == 2, choice
@@ -120,6 +180,17 @@ def test_auto_on_cpu_measures_one_then_two_workers_and_records_the_choice(tmp_pa
     # The trials of the size-2 workers hold half the task's cores each while they run.
     shared = [r for r in records.values() if (r["devices"] or {}).get("shared_by") == 2]
     assert shared and all(r["device_seconds"] == pytest.approx(r["duration_s"], abs=0.002) for r in shared)
+    # The size-2 workers started up while the size-1 worker finished its last trial: their share of the
+    # cores starts when the gate opened, once it was gone, so the task's 2 cores are held once.
+    timelines = read_timelines(load_config(cfg).study_dir)
+    (first,) = [t for t in timelines if "shared_by" not in t.devices]
+    second = [t for t in timelines if t.devices.get("shared_by") == 2]
+    assert len(second) == 2
+    assert first.started_ahead_at is None
+    for timeline in second:
+        assert timeline.started_ahead_at is not None
+        assert timeline.started_ahead_at < first.segments[-1].end <= timeline.segments[0].start
+        assert timeline.segments[0].activity == "waiting"
     collected = subprocess.run(
         [sys.executable, "-m", "hpc_tune", "collect", "-c", str(cfg)],
         env=worker_env(),
@@ -130,6 +201,46 @@ def test_auto_on_cpu_measures_one_then_two_workers_and_records_the_choice(tmp_pa
     assert collected.returncode == 0, collected.stderr
     line = "trials_per_gpu auto: 2 worker(s) per array task (the most workers per task is 2, the task's cores"
     assert line in collected.stdout
+    summary = json.loads((load_config(cfg).study_dir / "summary.json").read_text())
+    assert 0 < summary["device_hours"]["allocated"] <= 2 * (ended - began) / 3600
+
+
+def test_the_walltime_signal_reaches_workers_waiting_for_the_old_size_to_drain(tmp_path: Path) -> None:
+    """USR2 while auto grows from 1 to 2 workers: the 2 new ones, started while the old one's trial 2 is held,
+    run no trial and end for the walltime; the old one finishes its trial, and nothing is left RUNNING."""
+    cfg = objective_config(tmp_path, trials=12, slurm={"trials_per_gpu": "auto"})
+    code, out = run_held(cfg, "2 worker(s) share this task's", usr2=True, SLURM_CPUS_PER_TASK="2")
+    assert code == 0, out
+    trials = study_of(cfg).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, out
+    timelines = read_timelines(load_config(cfg).study_dir)
+    second = [t for t in timelines if t.devices.get("shared_by") == 2]
+    assert len(second) == 2
+    for timeline in second:
+        assert timeline.started_ahead_at is not None
+        assert [s.activity for s in timeline.segments] == ["exiting"]
+    logs = sorted((load_config(cfg).study_dir / "logs").glob("pack-*.slot*.log"))
+    assert sum("worker done: 0 trial(s) (none); stopped by walltime" in p.read_text() for p in logs) == 2, out
+
+
+def test_auto_on_a_gpu_lets_the_old_workers_go_on_until_the_new_ones_are_ready(tmp_path: Path) -> None:
+    """On a GPU the new workers' start-up (CPU work) should not idle the device: the size-1 worker is told to
+    end only once both new ones have said they are ready (its third trial is held until then), and auto
+    sizes by the trials' GPU memory. The GPU is faked (CUDA_VISIBLE_DEVICES and a stand-in torch.cuda)."""
+    cfg = objective_config(tmp_path, trials=12, slurm={"trials_per_gpu": "auto"})
+    ready = "the new worker(s) are ready: the current ones end after their trial"
+    env = {"SLURM_CPUS_PER_TASK": "2", "CUDA_VISIBLE_DEVICES": "0", "PACK_TEST_FAKE_GPU": "1"}
+    code, out = run_held(cfg, ready, **env)
+    assert code == 0, out
+    assert "1 -> 2 worker(s): the new ones start while the current ones go on" in out
+    assert out.index("2 worker(s) share this task's 1 GPU(s)") < out.index(ready)
+    choice = study_of(cfg).user_attrs[TRIALS_PER_GPU]
+    assert choice["n"] == 2 and choice["capacity_source"] == "GPU memory", choice
+    assert choice["peak_memory_bytes"] == 2**30 + CUDA_CONTEXT_BYTES
+    trials = study_of(cfg).get_trials(deepcopy=False)
+    assert budget_state(trials, 12).finished == 12
+    (first,) = [t for t in read_timelines(load_config(cfg).study_dir) if "shared_by" not in t.devices]
+    assert [s.trial for s in first.segments if s.activity == "trial"] == [0, 1, 2]
 
 
 def test_a_failing_worker_fails_the_task_with_its_error_line(tmp_path: Path) -> None:
