@@ -87,6 +87,9 @@ def _alive(pid: int) -> bool:
 
 
 def _is_postgres(pid: int) -> bool:
+    """Whether ``pid`` is a live PostgreSQL process (not one that took a finished postmaster's pid)."""
+    if not _alive(pid):
+        return False
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
     except OSError:
@@ -348,12 +351,17 @@ def stop_server(loaded: LoadedConfig, timeout_s: float = 60.0) -> Address | None
     files.request_stop()
     if address is None:
         return None
-    if address.host in (socket.gethostname(), "127.0.0.1") and _alive(address.pid):
+    here = address.host in (socket.gethostname(), "127.0.0.1")
+    if here and _alive(address.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(address.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if files.read_address() is None:
+        # The server clears its address first (nobody connects to a server going away), then shuts
+        # PostgreSQL down: here, "stopped" waits for both processes to be gone, so that a start right
+        # after finds the data folder free.
+        gone = not here or not (_alive(address.pid) or _is_postgres(address.postmaster_pid))
+        if files.read_address() is None and gone:
             return address
         time.sleep(0.2)
     raise StorageError(f"the study server at {address.where()} did not stop in time", files.root)
