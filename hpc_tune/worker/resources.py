@@ -42,12 +42,12 @@ def pack_size(environ: Mapping[str, str]) -> int:
 def wait_at_pack_gate(environ: Mapping[str, str]) -> bool:
     """Say this worker is ready, then wait until the supervisor opens its gate; whether it had one.
 
-    ``trials_per_gpu: auto`` starts the next size's workers while the previous ones go on taking trials, so
-    that the new ones' start-up (the interpreter, the imports, opening the study: seconds) does not leave the
-    devices idle. Once every new worker is ready, the old ones finish their trials and exit, and then the
-    gate opens (the supervisor closes the pipe's other end): each size is measured alone. A signal meanwhile
-    is handled as usual: SIGTERM raises, and after USR2 the supervisor opens the gate, so that the worker
-    sees the walltime before it asks for a trial.
+    ``trials_per_gpu: auto`` starts the next size's workers while the previous ones still run, so that the
+    new ones' start-up (the interpreter, the imports, opening the study: seconds) does not leave the devices
+    idle; the gate opens (the supervisor closes the pipe's other end) once the old ones have exited, so that
+    each size is measured alone (when the old ones are told to end: launchers/pack_gate.py). A signal
+    meanwhile is handled as usual: SIGTERM raises, and after USR2 the supervisor opens the gate, so that the
+    worker sees the walltime before it asks for a trial.
     """
     gate, ready = (environ.get(key, "").strip() for key in (PACK_GATE_ENV, PACK_READY_ENV))
     if not gate.isdigit():

@@ -142,7 +142,7 @@ def holder(files: ServerFiles, study: str, me: SlurmEnv | None = None) -> str | 
             with contextlib.suppress(FileNotFoundError):
                 (files.data / "postmaster.pid").unlink()
     pid = postmaster.postmaster_pid(files.data)
-    if pid is not None and _alive(pid) and _is_postgres(pid):
+    if pid is not None and _is_postgres(pid):
         return f"a PostgreSQL server (pid {pid}) on this host"
     return None
 
